@@ -1,0 +1,11 @@
+//! The sluice engine.
+//!
+//! Owns the packet path of one node: ports ([`port`]), the poll loop ([`engine`]), the
+//! pipeline that classifies, answers and routes each frame ([`pipeline`]), the routing and
+//! neighbour tables ([`route`], [`neigh`]), counters with named drop reasons ([`counters`]) and
+//! the admin socket ([`admin`]). The engine is configured with an [`config::EngineConfig`]
+//! computed by the control plane; it holds no global mutable state, so several engines (or
+//! workers) can live in one process.
+
+pub mod packet;
+pub mod port;

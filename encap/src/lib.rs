@@ -1,0 +1,3 @@
+//! (being written)
+#![forbid(unsafe_code)]
+pub mod offload;
