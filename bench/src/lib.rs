@@ -1,1 +1,8 @@
-//! (being written)
+//! Namespace testbed, topologies, the demo and (later) pktgen and benchmark scenarios.
+//!
+//! [`testbed`] builds little clusters of network namespaces (nodes and pods), runs the real
+//! `sluice` engine in each node namespace and cleans everything up on success, failure and panic.
+
+pub mod testbed;
+pub mod demo;
+pub mod traffic;

@@ -9,3 +9,10 @@
 
 pub mod packet;
 pub mod port;
+pub mod admin;
+pub mod config;
+pub mod counters;
+pub mod engine;
+pub mod neigh;
+pub mod pipeline;
+pub mod route;

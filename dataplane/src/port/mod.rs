@@ -59,3 +59,16 @@ pub trait Port: Send {
         0
     }
 }
+
+/// A locally administered unicast MAC derived from a port name (FNV-1a), stable across
+/// restarts, for ports that have no hardware address of their own (TAP, pcap, memory).
+pub fn derived_mac(name: &str) -> Mac {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    // 0x02: locally administered, unicast.
+    [0x02, b[1], b[2], b[3], b[4], b[5]]
+}
