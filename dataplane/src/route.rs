@@ -111,16 +111,16 @@ mod tests {
         t.insert(r("10.244.0.0", 16, 1));
         t.insert(r("10.244.1.0", 24, 2));
         t.insert(r("10.244.1.10", 32, 3));
-        let look = |a: &str| t.lookup(a.parse().unwrap()).map(|r| r.port);
-        assert_eq!(look("10.244.1.10"), Some(3));
-        assert_eq!(look("10.244.1.11"), Some(2));
-        assert_eq!(look("10.244.7.1"), Some(1));
-        assert_eq!(look("8.8.8.8"), Some(9));
+        let look = |t: &RouteTable, a: &str| t.lookup(a.parse().unwrap()).map(|r| r.port);
+        assert_eq!(look(&t, "10.244.1.10"), Some(3));
+        assert_eq!(look(&t, "10.244.1.11"), Some(2));
+        assert_eq!(look(&t, "10.244.7.1"), Some(1));
+        assert_eq!(look(&t, "8.8.8.8"), Some(9));
         assert_eq!(t.len(), 4);
         t.remove("10.244.1.10".parse().unwrap(), 32);
-        assert_eq!(look("10.244.1.10"), Some(2));
+        assert_eq!(look(&t, "10.244.1.10"), Some(2));
         t.remove("0.0.0.0".parse().unwrap(), 0);
-        assert_eq!(look("8.8.8.8"), None);
+        assert_eq!(look(&t, "8.8.8.8"), None);
     }
 
     #[test]

@@ -264,7 +264,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         }
         let proto = self.protocol();
         let old = u16::from_be_bytes([ttl, proto]);
-        let new = u16::from_be_bytes([ttl - 1, proto ^ 1]);
+        let new = u16::from_be_bytes([ttl - 1, proto]);
         let c = checksum::update16(self.checksum(), old, new);
         self.set_ttl(ttl - 1);
         self.set_checksum(c);

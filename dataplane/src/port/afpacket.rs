@@ -2,12 +2,14 @@
 //! received through a memory-mapped `PACKET_RX_RING` and transmitted with `sendmmsg`.
 //!
 //! Written directly on `libc`. Setup order matters and is:
-//! `socket(AF_PACKET, SOCK_RAW, 0)` (protocol 0: receives nothing until bound, so no frame of
-//! another interface can slip into the ring) -> `PACKET_VNET_HDR` (must precede the ring) ->
-//! `PACKET_IGNORE_OUTGOING` (the kernel never hands a packet socket the frames that socket sent
-//! itself, but without this option it hands it every other outgoing frame of the interface:
-//! another socket of the engine, the node's own kernel; the engine would loop them) -> `PACKET_VERSION` -> `PACKET_RX_RING` -> `mmap` -> `bind` to the interface
-//! with `ETH_P_ALL`.
+//! 1. `socket(AF_PACKET, SOCK_RAW, 0)`: protocol 0 receives nothing until bound, so no frame
+//!    of another interface can slip into the ring;
+//! 2. `PACKET_VNET_HDR` (must precede the ring);
+//! 3. `PACKET_IGNORE_OUTGOING`: the kernel never hands a packet socket the frames that socket
+//!    sent itself, but without this option it hands it every other outgoing frame of the
+//!    interface (another socket of the engine, the node's own kernel), which would loop;
+//! 4. `PACKET_VERSION`, `PACKET_RX_RING`, `mmap`;
+//! 5. `bind` to the interface with `ETH_P_ALL`.
 //!
 //! # Ring versions and their latency trade-off
 //! - [`RingKind::V2`]: one fixed-size slot per frame. The kernel hands each frame over as soon
