@@ -92,7 +92,7 @@ pub fn replay(path: &Path, node: &str, inputs: &[String], out_dir: &Path) -> Res
     }
     let mut engine = Engine::new(&cfg, ports);
     while engine.poll_once(Instant::now()) > 0 {}
-    engine.publish();
+    engine.housekeeping();
     let counters = engine.shared().to_json();
     drop(engine); // flushes the output files
     print!("{}", render(&counters));

@@ -31,6 +31,8 @@ use crate::port::{Mac, Port};
 pub const BURST: usize = 64;
 /// How long the loop keeps spinning after the last frame before it sleeps.
 pub const SPIN: Duration = Duration::from_micros(50);
+/// How often a busy engine runs [`Engine::housekeeping`].
+pub const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -50,6 +52,7 @@ pub struct Engine {
     txq: Vec<Vec<u16>>,
     shared: Arc<SharedCounters>,
     learned_seen: u64,
+    rx_failing: Vec<bool>,
     neighbours_out: Option<Arc<AdminState>>,
 }
 
@@ -90,6 +93,7 @@ impl Engine {
             txq: vec![Vec::with_capacity(2 * BURST); n],
             shared: Arc::new(SharedCounters::new(names)),
             learned_seen: 0,
+            rx_failing: vec![false; n],
             neighbours_out: None,
         }
     }
@@ -110,12 +114,20 @@ impl Engine {
             let n = match self.ports[p].rx_burst(p as PortId, &mut self.rx) {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(port = self.ports[p].name(), error = %e, "receive failed");
+                    // Logged once per failure streak: a broken port must not flood the log.
+                    if !self.rx_failing[p] {
+                        self.rx_failing[p] = true;
+                        tracing::warn!(port = self.ports[p].name(), error = %e, "receive failed");
+                    }
                     0
                 }
             };
             if n == 0 {
                 continue;
+            }
+            if self.rx_failing[p] {
+                self.rx_failing[p] = false;
+                tracing::info!(port = self.ports[p].name(), "receiving again");
             }
             work += n;
             self.pipeline.process(&mut self.rx, &mut self.local, now);
@@ -136,8 +148,14 @@ impl Engine {
         }
     }
 
-    /// Copy counters (and, when it changed, the neighbour table) to where readers see them.
+    /// Copy counters to where readers see them (plain stores: cheap enough for every pass).
     pub fn publish(&mut self) {
+        self.shared.publish(&self.pipeline.counters);
+    }
+
+    /// Collect what costs a syscall or an allocation (the ports' own drop counts, the neighbour
+    /// table), then [`Engine::publish`]. Run at most every [`HOUSEKEEPING`] and before sleeping.
+    pub fn housekeeping(&mut self) {
         for (i, port) in self.ports.iter_mut().enumerate() {
             let d = port.take_device_drops();
             if d > 0 {
@@ -146,7 +164,6 @@ impl Engine {
                 c.ports[i].rx_dropped += d;
             }
         }
-        self.shared.publish(&self.pipeline.counters);
         let learned = self.pipeline.counters.event_count(Event::NeighbourLearned);
         if learned != self.learned_seen {
             self.learned_seen = learned;
@@ -162,6 +179,7 @@ impl Engine {
                 }
             }
         }
+        self.publish();
     }
 
     /// Run until `stop_fd` becomes readable (a signal was delivered to it).
@@ -177,18 +195,25 @@ impl Engine {
         let mut events = Events::with_capacity(64);
         self.shared.ready.store(true, Ordering::Release);
         let mut last_work = Instant::now();
+        let mut last_housekeeping = last_work;
         loop {
             let now = Instant::now();
             if self.poll_once(now) > 0 {
                 last_work = now;
-                self.publish();
+                if now.duration_since(last_housekeeping) >= HOUSEKEEPING {
+                    last_housekeeping = now;
+                    self.housekeeping();
+                } else {
+                    self.publish();
+                }
                 continue;
             }
             if now.duration_since(last_work) < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
-            self.publish();
+            self.housekeeping();
+            last_housekeeping = now;
             let timeout = self.pipeline.next_deadline().map(|d| d.saturating_duration_since(now));
             match poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -271,7 +296,7 @@ pub fn run_node(cfg: &EngineConfig) -> Result<(), EngineError> {
     tracing::info!(node = %cfg.node, ports = cfg.ports.len(), routes = cfg.routes.len(), admin = %cfg.admin_socket.display(), "engine ready");
     use std::os::fd::AsRawFd;
     let r = engine.run(stop_rx.as_raw_fd());
-    engine.publish();
+    engine.housekeeping();
     tracing::info!(node = %cfg.node, "engine stopped");
     r
 }
