@@ -134,7 +134,7 @@ impl Pipeline {
             Err(_) => return Verdict::Drop(DropReason::EthTruncated),
         };
         let to_me = dst_mac == my_mac;
-        if !to_me && !ethernet::is_multicast(&dst_mac) {
+        if !to_me && !ethernet::is_multicast(dst_mac) {
             return Verdict::Drop(DropReason::NotForUs);
         }
         match ethertype {
@@ -160,7 +160,7 @@ impl Pipeline {
             Ok(p) => arp::Repr::parse(&p),
             Err(_) => return Verdict::Drop(DropReason::ArpMalformed),
         };
-        if repr.sender_ip != Ipv4Addr::UNSPECIFIED && !ethernet::is_multicast(&repr.sender_mac) {
+        if repr.sender_ip != Ipv4Addr::UNSPECIFIED && !ethernet::is_multicast(repr.sender_mac) {
             let (changed, held) = self.neigh.learn(in_port, repr.sender_ip, repr.sender_mac);
             if changed {
                 self.counters.event(Event::NeighbourLearned);
