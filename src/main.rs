@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "A userspace Kubernetes networking dataplane")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A userspace Kubernetes networking dataplane"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -43,6 +47,9 @@ enum Cmd {
         #[arg(long)]
         out_dir: PathBuf,
     },
+    /// Benchmarks: sluice next to the kernel doing the same job, same namespaces, same run.
+    #[command(subcommand)]
+    Bench(BenchCmd),
     /// Counters of a running engine: per port, per drop reason, per event.
     Counters(AdminArgs),
     /// Whether a running engine is ready, and its ports.
@@ -51,6 +58,22 @@ enum Cmd {
     Routes(AdminArgs),
     /// Neighbours (ARP) a running engine has learned.
     Neighbours(AdminArgs),
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Pod to pod on one node: packets/s, latency and CPU of sluice (AF_PACKET V2/V3, TAP) and of kernel routing.
+    Forwarding {
+        /// Short windows, fewer pings, no profile (about 40 s).
+        #[arg(long)]
+        quick: bool,
+        /// Seconds per throughput window (default 10, or 2 with --quick).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Also write forwarding.md and forwarding.json here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -73,7 +96,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -81,7 +105,20 @@ fn main() -> ExitCode {
         Cmd::Run { config, node } => control::cli::run(&config, &node),
         Cmd::Check { config } => control::cli::check(&config),
         Cmd::Demo => bench::demo::run(),
-        Cmd::Replay { config, node, inputs, out_dir } => control::cli::replay(&config, &node, &inputs, &out_dir),
+        Cmd::Replay {
+            config,
+            node,
+            inputs,
+            out_dir,
+        } => control::cli::replay(&config, &node, &inputs, &out_dir),
+        Cmd::Bench(BenchCmd::Forwarding {
+            quick,
+            seconds,
+            out,
+        }) => match std::env::current_exe() {
+            Ok(bin) => bench::forwarding::cli(&bin, quick, seconds, out.as_deref()),
+            Err(e) => Err(format!("locating the sluice binary: {e}")),
+        },
         Cmd::Counters(a) => admin(a, "counters"),
         Cmd::Status(a) => admin(a, "status"),
         Cmd::Routes(a) => admin(a, "routes"),
@@ -97,5 +134,11 @@ fn main() -> ExitCode {
 }
 
 fn admin(a: AdminArgs, cmd: &str) -> Result<(), String> {
-    control::cli::admin(a.admin.as_deref(), a.config.as_deref(), a.node.as_deref(), cmd, a.json)
+    control::cli::admin(
+        a.admin.as_deref(),
+        a.config.as_deref(),
+        a.node.as_deref(),
+        cmd,
+        a.json,
+    )
 }

@@ -5,8 +5,19 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 fn check(path: &std::path::Path) -> (bool, String) {
-    let out = Command::new(BIN).args(["check", "--config"]).arg(path).output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
@@ -54,7 +65,10 @@ fn check_names_file_line_and_field() {
         std::fs::write(&p, text).unwrap();
         let (ok, out) = check(&p);
         assert!(!ok, "{name} must be refused");
-        assert!(out.contains(&format!("{}{line}", p.display())), "{name}: file and line {line} in: {out}");
+        assert!(
+            out.contains(&format!("{}{line}", p.display())),
+            "{name}: file and line {line} in: {out}"
+        );
         assert!(out.contains(field), "{name}: field {field} in: {out}");
     }
     std::fs::remove_dir_all(&dir).unwrap();

@@ -22,13 +22,20 @@ const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 const EACH: usize = 5;
 
 fn parse_mac(s: &str) -> [u8; 6] {
-    let v: Vec<u8> = s.split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16).unwrap())
+        .collect();
     v.try_into().unwrap()
 }
 
 fn udp(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     let mut v = Vec::new();
-    PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src.octets(), dst.octets(), 64).udp(1111, 2222).write(&mut v, b"malformed?").unwrap();
+    PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(1111, 2222)
+        .write(&mut v, b"malformed?")
+        .unwrap();
     v
 }
 
@@ -63,7 +70,10 @@ fn cases(good: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
 fn inject(pod: &PodHandle, frames: &[Vec<u8>]) {
     let ifname = pod.ifname().to_string();
     pod.netns().run(move || {
-        let opts = AfPacketOptions { vnet_hdr: false, ..AfPacketOptions::default() };
+        let opts = AfPacketOptions {
+            vnet_hdr: false,
+            ..AfPacketOptions::default()
+        };
         let mut port = AfPacketPort::open(&ifname, &opts).expect("packet socket in the pod");
         let mut batch = Batch::new(frames.len());
         for f in frames {
@@ -82,21 +92,50 @@ fn malformed_frames_are_counted_and_good_traffic_flows() {
         vec![NodeDef::new(
             "node-1",
             "10.244.1.0/24",
-            vec![PodDef::afpacket("a", Ipv4Addr::new(10, 244, 1, 10)), PodDef::tap("b", Ipv4Addr::new(10, 244, 1, 11))],
+            vec![
+                PodDef::afpacket("a", Ipv4Addr::new(10, 244, 1, 10)),
+                PodDef::tap("b", Ipv4Addr::new(10, 244, 1, 11)),
+            ],
         )],
     )
     .unwrap();
     let (a, b) = (c.pod("a"), c.pod("b"));
     let node = c.node("node-1");
     // Resolve everything once so good traffic is known to flow before the injection.
-    assert_eq!(traffic::udp_echo(a.netns(), b.netns(), b.ip(), 9000, 20, 200, Duration::from_secs(1)).unwrap(), 20);
+    assert_eq!(
+        traffic::udp_echo(
+            a.netns(),
+            b.netns(),
+            b.ip(),
+            9000,
+            20,
+            200,
+            Duration::from_secs(1)
+        )
+        .unwrap(),
+        20
+    );
     let status = node.query("status").unwrap();
     let engine_mac = |ifname: &str| {
-        parse_mac(status["ports"].as_array().unwrap().iter().find(|p| p["name"] == ifname).unwrap()["mac"].as_str().unwrap())
+        parse_mac(
+            status["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == ifname)
+                .unwrap()["mac"]
+                .as_str()
+                .unwrap(),
+        )
     };
     let before = node.counters().unwrap();
 
-    let a_good = udp(a.mac().unwrap(), engine_mac(a.host_ifname().unwrap()), a.ip(), b.ip());
+    let a_good = udp(
+        a.mac().unwrap(),
+        engine_mac(a.host_ifname().unwrap()),
+        a.ip(),
+        b.ip(),
+    );
     let b_good = udp(b.mac().unwrap(), engine_mac(b.ifname()), b.ip(), a.ip());
     let a_cases = cases(&a_good);
     let b_cases = cases(&b_good);
@@ -115,16 +154,47 @@ fn malformed_frames_are_counted_and_good_traffic_flows() {
     inject(a, &burst_a);
     inject(b, &burst_b);
     // Good traffic keeps flowing, both ways, after the injection.
-    assert_eq!(traffic::udp_echo(a.netns(), b.netns(), b.ip(), 9001, 50, 1000, Duration::from_secs(1)).unwrap(), 50);
-    assert_eq!(traffic::udp_echo(b.netns(), a.netns(), a.ip(), 9002, 50, 1000, Duration::from_secs(1)).unwrap(), 50);
+    assert_eq!(
+        traffic::udp_echo(
+            a.netns(),
+            b.netns(),
+            b.ip(),
+            9001,
+            50,
+            1000,
+            Duration::from_secs(1)
+        )
+        .unwrap(),
+        50
+    );
+    assert_eq!(
+        traffic::udp_echo(
+            b.netns(),
+            a.netns(),
+            a.ip(),
+            9002,
+            50,
+            1000,
+            Duration::from_secs(1)
+        )
+        .unwrap(),
+        50
+    );
 
     let after = node.counters().unwrap();
-    let delta = |reason: &str| after["drops"][reason].as_u64().unwrap() - before["drops"][reason].as_u64().unwrap();
+    let delta = |reason: &str| {
+        after["drops"][reason].as_u64().unwrap() - before["drops"][reason].as_u64().unwrap()
+    };
     for (reason, _) in &a_cases {
-        assert_eq!(delta(reason), 2 * EACH as u64, "{reason}: {EACH} injected on each port\n{after}");
+        assert_eq!(
+            delta(reason),
+            2 * EACH as u64,
+            "{reason}: {EACH} injected on each port\n{after}"
+        );
     }
     let port_drops = |ifname: &str| {
-        after["ports"][ifname]["rx_dropped"].as_u64().unwrap() - before["ports"][ifname]["rx_dropped"].as_u64().unwrap()
+        after["ports"][ifname]["rx_dropped"].as_u64().unwrap()
+            - before["ports"][ifname]["rx_dropped"].as_u64().unwrap()
     };
     assert!(port_drops(a.host_ifname().unwrap()) >= (EACH * a_cases.len()) as u64);
     assert!(port_drops(b.ifname()) >= (EACH * b_cases.len()) as u64);
@@ -161,16 +231,40 @@ fn malformed_truncated_ethernet_through_replay() {
         w.flush().unwrap();
     }
     let out = Command::new(BIN)
-        .args(["replay", "--config", cfg.to_str().unwrap(), "--node", "n1", "--input", &format!("pa={}", input.display()), "--out-dir"])
+        .args([
+            "replay",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--node",
+            "n1",
+            "--input",
+            &format!("pa={}", input.display()),
+            "--out-dir",
+        ])
         .arg(dir.join("out"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.lines().any(|l| l.split_whitespace().take(2).eq(["eth_truncated", "4"])), "4 truncated frames counted:\n{text}");
-    assert!(text.lines().any(|l| l.split_whitespace().take(2).eq(["icmp_echo_replied", "4"])), "every good ping answered:\n{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["eth_truncated", "4"])),
+        "4 truncated frames counted:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["icmp_echo_replied", "4"])),
+        "every good ping answered:\n{text}"
+    );
     // The replies were written to the port's output capture.
-    let mut r = dataplane::port::pcap::PcapReader::new(std::fs::File::open(dir.join("out/pa.pcap")).unwrap()).unwrap();
+    let mut r = dataplane::port::pcap::PcapReader::new(
+        std::fs::File::open(dir.join("out/pa.pcap")).unwrap(),
+    )
+    .unwrap();
     let mut n = 0;
     while let Some(f) = r.next_frame().unwrap() {
         assert_eq!(&f[0..6], &[2, 0xaa, 0, 0, 0, 1]);

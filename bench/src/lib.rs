@@ -3,6 +3,8 @@
 //! [`testbed`] builds little clusters of network namespaces (nodes and pods), runs the real
 //! `sluice` engine in each node namespace and cleans everything up on success, failure and panic.
 
-pub mod testbed;
 pub mod demo;
+pub mod forwarding;
+pub mod pktgen;
+pub mod testbed;
 pub mod traffic;

@@ -385,12 +385,18 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> io::Result<()> {
 /// creates and moves into the pod namespace). The cluster file's own port kind.
 pub type PortKindDef = control::config::PortKind;
 
+/// The AF_PACKET ring flavour of an afpacket pod's port (`v2`, the default, or `v3`). The
+/// cluster file's own ring kind; TAP pods have no ring and ignore it.
+pub type RingDef = control::config::RingKind;
+
 /// A pod of a [`NodeDef`].
 #[derive(Debug, Clone)]
 pub struct PodDef {
     pub name: String,
     pub ip: Ipv4Addr,
     pub kind: PortKindDef,
+    /// Ring flavour of an afpacket port; written to the cluster file as `ring: v3` when V3.
+    pub ring: RingDef,
 }
 
 impl PodDef {
@@ -399,6 +405,7 @@ impl PodDef {
             name: name.to_string(),
             ip,
             kind: PortKindDef::AfPacket,
+            ring: RingDef::V2,
         }
     }
 
@@ -407,7 +414,14 @@ impl PodDef {
             name: name.to_string(),
             ip,
             kind: PortKindDef::Tap,
+            ring: RingDef::V2,
         }
+    }
+
+    /// The same pod with another AF_PACKET ring flavour (meaningful for afpacket pods only).
+    pub fn with_ring(mut self, ring: RingDef) -> PodDef {
+        self.ring = ring;
+        self
     }
 }
 
@@ -749,8 +763,10 @@ fn configure_tap(tap: &TapPod) -> io::Result<()> {
     configure_pod_if(&tap.netns, &tap.ifname, tap.ip, tap.gateway)
 }
 
-/// `IP/32` on the interface, up, `GW dev IF scope link`, `default via GW dev IF`.
-fn configure_pod_if(ns: &Netns, ifname: &str, ip: Ipv4Addr, gw: Ipv4Addr) -> io::Result<()> {
+/// Configures a pod's interface as every pod of a [`Cluster`] is: `IP/32` on the interface,
+/// up, `GW dev IF scope link`, `default via GW dev IF`. Public so a baseline (the kernel
+/// forwarding between the same kind of pods) can set its pods up identically.
+pub fn configure_pod_if(ns: &Netns, ifname: &str, ip: Ipv4Addr, gw: Ipv4Addr) -> io::Result<()> {
     let gw = gw.to_string();
     ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", ifname])?;
     ns.ip(&["link", "set", ifname, "up"])?;
@@ -765,6 +781,7 @@ pub struct PodHandle {
     name: String,
     node: String,
     kind: PortKindDef,
+    ring: RingDef,
     ip: Ipv4Addr,
     gateway: Ipv4Addr,
     ifname: String,
@@ -784,6 +801,14 @@ impl PodHandle {
 
     pub fn kind(&self) -> PortKindDef {
         self.kind
+    }
+
+    /// The AF_PACKET ring flavour of the pod's port (always V2 for TAP pods, which have none).
+    pub fn ring(&self) -> RingDef {
+        match self.kind {
+            PortKindDef::AfPacket => self.ring,
+            PortKindDef::Tap => RingDef::V2,
+        }
     }
 
     pub fn netns(&self) -> &Netns {
@@ -908,6 +933,7 @@ impl Cluster {
                 name: pod.name.clone(),
                 node: def.name.clone(),
                 kind: pod.kind,
+                ring: pod.ring,
                 ip: pod.ip,
                 gateway,
                 ifname,
@@ -1016,6 +1042,9 @@ impl Cluster {
                         let host = pod.host_ifname.as_deref().unwrap_or_default();
                         let _ = writeln!(y, "          kind: afpacket");
                         let _ = writeln!(y, "          interface: {}", q(host)?);
+                        if pod.ring == RingDef::V3 {
+                            let _ = writeln!(y, "          ring: v3");
+                        }
                     }
                     PortKindDef::Tap => {
                         let _ = writeln!(y, "          kind: tap");

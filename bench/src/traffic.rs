@@ -43,9 +43,17 @@ impl Transfer {
 /// Send `bytes` over TCP from `client` to `server_ip:port` (a listener in `server`'s namespace);
 /// the receiver checks every byte against the expected pattern and answers with the count it
 /// verified. Fails on connection errors, timeouts, or the first wrong byte (naming its offset).
-pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, port: u16, bytes: u64, timeout: Duration) -> io::Result<Transfer> {
+pub fn tcp_transfer(
+    client: &Netns,
+    server: &Netns,
+    server_ip: Ipv4Addr,
+    port: u16,
+    bytes: u64,
+    timeout: Duration,
+) -> io::Result<Transfer> {
     let seed = 0x5eed ^ u64::from(port) ^ bytes;
-    let listener = server.run(|| TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)))?;
+    let listener =
+        server.run(|| TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)))?;
     let receiver = std::thread::spawn(move || -> io::Result<u64> {
         listener.set_nonblocking(false)?;
         let (mut s, _) = accept_timeout(&listener, timeout)?;
@@ -60,7 +68,10 @@ pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, port: u
             }
             fill_pattern(seed, got, &mut want[..n]);
             if let Some(i) = (0..n).find(|&i| buf[i] != want[i]) {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("byte {} differs from what was sent", got + i as u64)));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("byte {} differs from what was sent", got + i as u64),
+                ));
             }
             got += n as u64;
         }
@@ -69,7 +80,10 @@ pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, port: u
     });
     let started = Instant::now();
     let sent = client.run(|| -> io::Result<u64> {
-        let mut s = TcpStream::connect_timeout(&SocketAddr::V4(SocketAddrV4::new(server_ip, port)), timeout)?;
+        let mut s = TcpStream::connect_timeout(
+            &SocketAddr::V4(SocketAddrV4::new(server_ip, port)),
+            timeout,
+        )?;
         s.set_write_timeout(Some(timeout))?;
         s.set_read_timeout(Some(timeout))?;
         let mut buf = vec![0u8; 64 * 1024];
@@ -86,11 +100,15 @@ pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, port: u
         Ok(u64::from_be_bytes(ack))
     });
     let elapsed = started.elapsed();
-    let received = receiver.join().map_err(|_| io::Error::other("receiver thread panicked"))?;
+    let received = receiver
+        .join()
+        .map_err(|_| io::Error::other("receiver thread panicked"))?;
     let received = received?;
     let acked = sent?;
     if received != bytes || acked != bytes {
-        return Err(io::Error::other(format!("sent {bytes} bytes, receiver verified {received}, acknowledged {acked}")));
+        return Err(io::Error::other(format!(
+            "sent {bytes} bytes, receiver verified {received}, acknowledged {acked}"
+        )));
     }
     Ok(Transfer { bytes, elapsed })
 }
@@ -106,7 +124,10 @@ fn accept_timeout(l: &TcpListener, timeout: Duration) -> io::Result<(TcpStream, 
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if Instant::now() > deadline {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no connection arrived"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no connection arrived",
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -119,7 +140,15 @@ fn accept_timeout(l: &TcpListener, timeout: Duration) -> io::Result<(TcpStream, 
 /// the server echoes each one back. Returns how many came back intact (each carries its
 /// sequence number, checked on return). Datagrams are sent one at a time, each waiting up to
 /// `wait` for its echo, so loss shows as a smaller count, not an error.
-pub fn udp_echo(client: &Netns, server: &Netns, server_ip: Ipv4Addr, port: u16, count: usize, size: usize, wait: Duration) -> io::Result<usize> {
+pub fn udp_echo(
+    client: &Netns,
+    server: &Netns,
+    server_ip: Ipv4Addr,
+    port: u16,
+    count: usize,
+    size: usize,
+    wait: Duration,
+) -> io::Result<usize> {
     let size = size.max(8);
     let sock = server.run(|| UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)))?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))?;
@@ -152,7 +181,14 @@ pub fn udp_echo(client: &Netns, server: &Netns, server_ip: Ipv4Addr, port: u16, 
                         break;
                     }
                     Ok(_) => continue, // a late echo of an earlier datagram
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break
+                    }
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => break,
                     Err(e) => return Err(e),
                 }
@@ -184,11 +220,23 @@ pub fn ping(from: &Netns, dst: Ipv4Addr, count: u32, extra: &[&str]) -> io::Resu
     argv.extend_from_slice(extra);
     argv.push(&dst_s);
     let out = from.exec(&argv)?;
-    let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let mut p = Ping { transmitted: 0, received: 0, avg_ms: None, output };
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut p = Ping {
+        transmitted: 0,
+        received: 0,
+        avg_ms: None,
+        output,
+    };
     for line in p.output.lines() {
         if line.contains("packets transmitted") {
-            let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+            let nums: Vec<u32> = line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|w| w.parse().ok())
+                .collect();
             if nums.len() >= 2 {
                 p.transmitted = nums[0];
                 p.received = nums[1];
@@ -204,7 +252,10 @@ pub fn ping(from: &Netns, dst: Ipv4Addr, count: u32, extra: &[&str]) -> io::Resu
 /// A one-line description of a pod for people: `web-1 10.244.1.10 (eth0, afpacket)`.
 pub fn describe_pod(p: &PodHandle) -> String {
     let kind = match p.kind() {
-        control::config::PortKind::AfPacket => format!("veth, engine reads {} with AF_PACKET", p.host_ifname().unwrap_or("?")),
+        control::config::PortKind::AfPacket => format!(
+            "veth, engine reads {} with AF_PACKET",
+            p.host_ifname().unwrap_or("?")
+        ),
         control::config::PortKind::Tap => format!("TAP {} created by the engine", p.ifname()),
     };
     format!("{} {} ({kind})", p.name(), p.ip())

@@ -30,7 +30,11 @@ pub fn run(path: &Path, node: &str) -> Result<(), String> {
 }
 
 /// The admin socket meant by `--admin`, or `--config` + `--node`, or `--node` alone.
-pub fn admin_socket(admin: Option<&Path>, config: Option<&Path>, node: Option<&str>) -> Result<PathBuf, String> {
+pub fn admin_socket(
+    admin: Option<&Path>,
+    config: Option<&Path>,
+    node: Option<&str>,
+) -> Result<PathBuf, String> {
     if let Some(p) = admin {
         return Ok(p.to_path_buf());
     }
@@ -45,7 +49,13 @@ pub fn admin_socket(admin: Option<&Path>, config: Option<&Path>, node: Option<&s
 }
 
 /// `sluice counters|status|routes|neighbours`.
-pub fn admin(admin: Option<&Path>, config: Option<&Path>, node: Option<&str>, cmd: &str, json: bool) -> Result<(), String> {
+pub fn admin(
+    admin: Option<&Path>,
+    config: Option<&Path>,
+    node: Option<&str>,
+    cmd: &str,
+    json: bool,
+) -> Result<(), String> {
     let path = admin_socket(admin, config, node)?;
     let v = dataplane::admin::query(&path, cmd).map_err(|e| e.to_string())?;
     if json || cmd != "counters" {
@@ -63,11 +73,17 @@ pub fn replay(path: &Path, node: &str, inputs: &[String], out_dir: &Path) -> Res
     let cfg = compile::for_node(&cluster, node)?;
     let mut wanted: HashMap<&str, &str> = HashMap::new();
     for i in inputs {
-        let (port, file) = i.split_once('=').ok_or_else(|| format!("--input {i:?}: expected PORT=FILE"))?;
+        let (port, file) = i
+            .split_once('=')
+            .ok_or_else(|| format!("--input {i:?}: expected PORT=FILE"))?;
         if !cfg.ports.iter().any(|p| p.name == port) {
             return Err(format!(
                 "--input {i:?}: node {node} has no port {port:?} (ports: {})",
-                cfg.ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                cfg.ports
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         wanted.insert(port, file);
@@ -87,7 +103,9 @@ pub fn replay(path: &Path, node: &str, inputs: &[String], out_dir: &Path) -> Res
         let file = File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
         let w: Box<dyn Write + Send> = Box::new(BufWriter::new(file));
         let output = PcapWriter::new(w).map_err(|e| format!("{}: {e}", out_path.display()))?;
-        let mac = p.mac.unwrap_or_else(|| dataplane::port::derived_mac(&p.name));
+        let mac = p
+            .mac
+            .unwrap_or_else(|| dataplane::port::derived_mac(&p.name));
         ports.push(Box::new(PcapPort::new(&p.name, mac, input, Some(output))));
     }
     let mut engine = Engine::new(&cfg, ports);

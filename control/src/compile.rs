@@ -24,7 +24,9 @@ pub fn engine_config(node: &Node) -> EngineConfig {
                         RingKind::V3 => EngineRing::V3,
                     },
                 },
-                PortKind::Tap => EnginePortKind::Tap { netns: pod.port.netns.clone() },
+                PortKind::Tap => EnginePortKind::Tap {
+                    netns: pod.port.netns.clone(),
+                },
             },
             mac: pod.port.mac,
         })
@@ -33,7 +35,12 @@ pub fn engine_config(node: &Node) -> EngineConfig {
         .pods
         .iter()
         .enumerate()
-        .map(|(i, pod)| Route { prefix: pod.ip, len: 32, port: i as u16, via: None })
+        .map(|(i, pod)| Route {
+            prefix: pod.ip,
+            len: 32,
+            port: i as u16,
+            via: None,
+        })
         .collect();
     EngineConfig {
         node: node.name.clone(),
@@ -51,7 +58,12 @@ pub fn for_node(cluster: &Cluster, name: &str) -> Result<EngineConfig, String> {
         None => Err(format!(
             "{}: no node named {name:?} (nodes: {})",
             cluster.source.display(),
-            cluster.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+            cluster
+                .nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }

@@ -4,7 +4,7 @@
 //! the address types it is written in ([`net`]). Promises: nothing here panics on input
 //! read from a file, and a value of a validated type obeys every rule of its schema.
 
-pub mod config;
-pub mod net;
 pub mod cli;
 pub mod compile;
+pub mod config;
+pub mod net;

@@ -36,8 +36,14 @@ impl AdminState {
             }),
             "counters" => self.counters.to_json(),
             "routes" => self.routes.clone(),
-            "neighbours" => self.neighbours.lock().map(|v| v.clone()).unwrap_or(Value::Null),
-            other => json!({"error": format!("unknown command {other:?}; try status, counters, routes, neighbours")}),
+            "neighbours" => self
+                .neighbours
+                .lock()
+                .map(|v| v.clone())
+                .unwrap_or(Value::Null),
+            other => {
+                json!({"error": format!("unknown command {other:?}; try status, counters, routes, neighbours")})
+            }
         }
     }
 }
@@ -63,38 +69,56 @@ pub fn serve(path: &Path, state: Arc<AdminState>) -> io::Result<AdminServer> {
         if UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
-                format!("admin socket {} is in use: is another engine running for this node?", path.display()),
+                format!(
+                    "admin socket {} is in use: is another engine running for this node?",
+                    path.display()
+                ),
             ));
         }
-        std::fs::remove_file(path).map_err(|e| ctx(e, format!("removing stale {}", path.display())))?;
+        std::fs::remove_file(path)
+            .map_err(|e| ctx(e, format!("removing stale {}", path.display())))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| ctx(e, format!("binding admin socket {}", path.display())))?;
-    std::thread::Builder::new().name("sluice-admin".into()).spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut line = String::new();
-            if BufReader::new(&mut conn).take(256).read_line(&mut line).is_err() {
-                continue;
+    let listener = UnixListener::bind(path)
+        .map_err(|e| ctx(e, format!("binding admin socket {}", path.display())))?;
+    std::thread::Builder::new()
+        .name("sluice-admin".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut line = String::new();
+                if BufReader::new(&mut conn)
+                    .take(256)
+                    .read_line(&mut line)
+                    .is_err()
+                {
+                    continue;
+                }
+                let answer = state.answer(line.trim());
+                let _ = conn.write_all(answer.to_string().as_bytes());
+                let _ = conn.write_all(b"\n");
             }
-            let answer = state.answer(line.trim());
-            let _ = conn.write_all(answer.to_string().as_bytes());
-            let _ = conn.write_all(b"\n");
-        }
-    })?;
-    Ok(AdminServer { path: path.to_path_buf() })
+        })?;
+    Ok(AdminServer {
+        path: path.to_path_buf(),
+    })
 }
 
 /// Ask the engine behind `path` one question.
 pub fn query(path: &Path, cmd: &str) -> io::Result<Value> {
-    let mut s = UnixStream::connect(path).map_err(|e| ctx(e, format!("connecting to admin socket {}", path.display())))?;
+    let mut s = UnixStream::connect(path)
+        .map_err(|e| ctx(e, format!("connecting to admin socket {}", path.display())))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(cmd.as_bytes())?;
     s.write_all(b"\n")?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("admin socket {}: bad answer: {e}", path.display())))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("admin socket {}: bad answer: {e}", path.display()),
+        )
+    })?;
     if let Some(err) = v.get("error").and_then(Value::as_str) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, err.to_string()));
     }

@@ -85,7 +85,14 @@ const PORT_FIELDS: usize = 6;
 
 impl PortCounters {
     fn as_array(&self) -> [u64; PORT_FIELDS] {
-        [self.rx_packets, self.rx_bytes, self.tx_packets, self.tx_bytes, self.rx_dropped, self.tx_dropped]
+        [
+            self.rx_packets,
+            self.rx_bytes,
+            self.tx_packets,
+            self.tx_bytes,
+            self.rx_dropped,
+            self.tx_dropped,
+        ]
     }
 }
 
@@ -99,7 +106,11 @@ pub struct Counters {
 
 impl Counters {
     pub fn new(ports: usize) -> Self {
-        Counters { ports: vec![PortCounters::default(); ports], drops: [0; DropReason::COUNT], events: [0; Event::COUNT] }
+        Counters {
+            ports: vec![PortCounters::default(); ports],
+            drops: [0; DropReason::COUNT],
+            events: [0; Event::COUNT],
+        }
     }
 
     #[inline]
@@ -179,11 +190,17 @@ impl SharedCounters {
         }
         let mut drops = Map::new();
         for r in DropReason::ALL {
-            drops.insert(r.name().to_string(), json!(self.drops[*r as usize].load(Ordering::Relaxed)));
+            drops.insert(
+                r.name().to_string(),
+                json!(self.drops[*r as usize].load(Ordering::Relaxed)),
+            );
         }
         let mut events = Map::new();
         for e in Event::ALL {
-            events.insert(e.name().to_string(), json!(self.events[*e as usize].load(Ordering::Relaxed)));
+            events.insert(
+                e.name().to_string(),
+                json!(self.events[*e as usize].load(Ordering::Relaxed)),
+            );
         }
         json!({"ports": ports, "drops": drops, "events": events})
     }
@@ -212,17 +229,47 @@ pub fn render(v: &Value) -> String {
         }
     }
     for (title, key, lookup) in [
-        ("drops", "drops", &(|n: &str| DropReason::ALL.iter().find(|r| r.name() == n).map(|r| r.description())) as &dyn Fn(&str) -> Option<&'static str>),
-        ("events", "events", &(|n: &str| Event::ALL.iter().find(|r| r.name() == n).map(|r| r.description()))),
+        (
+            "drops",
+            "drops",
+            &(|n: &str| {
+                DropReason::ALL
+                    .iter()
+                    .find(|r| r.name() == n)
+                    .map(|r| r.description())
+            }) as &dyn Fn(&str) -> Option<&'static str>,
+        ),
+        (
+            "events",
+            "events",
+            &(|n: &str| {
+                Event::ALL
+                    .iter()
+                    .find(|r| r.name() == n)
+                    .map(|r| r.description())
+            }),
+        ),
     ] {
         let nonzero: Vec<(&String, u64)> = v
             .get(key)
             .and_then(Value::as_object)
-            .map(|m| m.iter().filter_map(|(k, n)| n.as_u64().filter(|&n| n > 0).map(|n| (k, n))).collect())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, n)| n.as_u64().filter(|&n| n > 0).map(|n| (k, n)))
+                    .collect()
+            })
             .unwrap_or_default();
-        out.push_str(&format!("\n{title}:{}\n", if nonzero.is_empty() { " none" } else { "" }));
+        out.push_str(&format!(
+            "\n{title}:{}\n",
+            if nonzero.is_empty() { " none" } else { "" }
+        ));
         for (k, n) in nonzero {
-            out.push_str(&format!("  {:<26} {:>12}  {}\n", k, n, lookup(k).unwrap_or("")));
+            out.push_str(&format!(
+                "  {:<26} {:>12}  {}\n",
+                k,
+                n,
+                lookup(k).unwrap_or("")
+            ));
         }
     }
     out
@@ -252,6 +299,9 @@ mod tests {
         assert_eq!(j["events"]["routed"], 1);
         let text = render(&j);
         assert!(text.contains("ipv4_bad_checksum"), "{text}");
-        assert!(text.contains("IPv4 header checksum does not verify"), "{text}");
+        assert!(
+            text.contains("IPv4 header checksum does not verify"),
+            "{text}"
+        );
     }
 }

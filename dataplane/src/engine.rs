@@ -63,20 +63,29 @@ pub fn open_ports(cfg: &EngineConfig) -> Result<Vec<Box<dyn Port>>, EngineError>
         .map(|p| {
             let r: io::Result<Box<dyn Port>> = match &p.kind {
                 PortKind::AfPacket { ring } => {
-                    let opts = AfPacketOptions { ring: *ring, mac: p.mac, ..AfPacketOptions::default() };
+                    let opts = AfPacketOptions {
+                        ring: *ring,
+                        mac: p.mac,
+                        ..AfPacketOptions::default()
+                    };
                     AfPacketPort::open(&p.name, &opts).map(|x| Box::new(x) as Box<dyn Port>)
                 }
-                PortKind::Tap { netns } => {
-                    TapPort::create(&p.name, p.mac, netns.as_deref()).map(|x| Box::new(x) as Box<dyn Port>)
-                }
+                PortKind::Tap { netns } => TapPort::create(&p.name, p.mac, netns.as_deref())
+                    .map(|x| Box::new(x) as Box<dyn Port>),
             };
-            r.map_err(|source| EngineError::Port { port: p.name.clone(), source })
+            r.map_err(|source| EngineError::Port {
+                port: p.name.clone(),
+                source,
+            })
         })
         .collect()
 }
 
 fn mac_str(m: &Mac) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl Engine {
@@ -143,7 +152,12 @@ impl Engine {
 
     fn flush_local(&mut self) {
         if !self.local.is_empty() {
-            transmit(&mut self.ports, &mut self.txq, &mut self.pipeline, &self.local);
+            transmit(
+                &mut self.ports,
+                &mut self.txq,
+                &mut self.pipeline,
+                &self.local,
+            );
             self.local.clear();
         }
     }
@@ -188,10 +202,14 @@ impl Engine {
         let mut poll = Poll::new().map_err(EngineError::Poll)?;
         for (i, port) in self.ports.iter().enumerate() {
             if let Some(fd) = port.raw_fd() {
-                poll.registry().register(&mut SourceFd(&fd), Token(i), Interest::READABLE).map_err(EngineError::Poll)?;
+                poll.registry()
+                    .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)
+                    .map_err(EngineError::Poll)?;
             }
         }
-        poll.registry().register(&mut SourceFd(&stop_fd), STOP, Interest::READABLE).map_err(EngineError::Poll)?;
+        poll.registry()
+            .register(&mut SourceFd(&stop_fd), STOP, Interest::READABLE)
+            .map_err(EngineError::Poll)?;
         let mut events = Events::with_capacity(64);
         self.shared.ready.store(true, Ordering::Release);
         let mut last_work = Instant::now();
@@ -214,7 +232,10 @@ impl Engine {
             }
             self.housekeeping();
             last_housekeeping = now;
-            let timeout = self.pipeline.next_deadline().map(|d| d.saturating_duration_since(now));
+            let timeout = self
+                .pipeline
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(now));
             match poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -229,7 +250,12 @@ impl Engine {
 }
 
 /// Send every frame of `batch` that has an output port, one burst per port.
-fn transmit(ports: &mut [Box<dyn Port>], txq: &mut [Vec<u16>], pipeline: &mut Pipeline, batch: &Batch) {
+fn transmit(
+    ports: &mut [Box<dyn Port>],
+    txq: &mut [Vec<u16>],
+    pipeline: &mut Pipeline,
+    batch: &Batch,
+) {
     for q in txq.iter_mut() {
         q.clear();
     }
@@ -246,7 +272,10 @@ fn transmit(ports: &mut [Box<dyn Port>], txq: &mut [Vec<u16>], pipeline: &mut Pi
         let c = &mut pipeline.counters;
         let sent = res.sent.min(q.len());
         c.ports[o].tx_packets += sent as u64;
-        c.ports[o].tx_bytes += q[..sent].iter().map(|&i| batch.get(usize::from(i)).len() as u64).sum::<u64>();
+        c.ports[o].tx_bytes += q[..sent]
+            .iter()
+            .map(|&i| batch.get(usize::from(i)).len() as u64)
+            .sum::<u64>();
         if res.dropped > 0 {
             c.drops[DropReason::TxFailed as usize] += res.dropped as u64;
             c.ports[o].tx_dropped += res.dropped as u64;

@@ -7,12 +7,12 @@
 //! computed by the control plane; it holds no global mutable state, so several engines (or
 //! workers) can live in one process.
 
-pub mod packet;
-pub mod port;
 pub mod admin;
 pub mod config;
 pub mod counters;
 pub mod engine;
 pub mod neigh;
+pub mod packet;
 pub mod pipeline;
+pub mod port;
 pub mod route;

@@ -82,14 +82,22 @@ impl Neighbours {
     /// packets that were waiting for this neighbour (send them, then [`Neighbours::release`]).
     pub fn learn(&mut self, port: PortId, ip: Ipv4Addr, mac: Mac) -> (bool, Vec<usize>) {
         let changed = self.entries.insert((port, ip), mac) != Some(mac);
-        let held = self.pending.remove(&(port, ip)).map(|p| p.held).unwrap_or_default();
+        let held = self
+            .pending
+            .remove(&(port, ip))
+            .map(|p| p.held)
+            .unwrap_or_default();
         (changed, held)
     }
 
     /// Hold a copy of `pkt` until `ip` on `port` resolves.
     pub fn hold(&mut self, port: PortId, ip: Ipv4Addr, pkt: &PacketBuf, now: Instant) -> Hold {
         let first = !self.pending.contains_key(&(port, ip));
-        let p = self.pending.entry((port, ip)).or_insert_with(|| Pending { tries: 1, next: now + RETRY, held: Vec::new() });
+        let p = self.pending.entry((port, ip)).or_insert_with(|| Pending {
+            tries: 1,
+            next: now + RETRY,
+            held: Vec::new(),
+        });
         if p.held.len() >= HOLD_PER_NEIGHBOUR {
             return Hold::Full;
         }
@@ -165,7 +173,12 @@ mod tests {
         assert_eq!(n.hold(1, ip, &pkt, now), Hold::Queued);
         let (changed, held) = n.learn(1, ip, [2, 0, 0, 0, 0, 1]);
         assert!(changed);
-        assert_eq!(held.iter().map(|&s| n.held(s).data()[0]).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            held.iter()
+                .map(|&s| n.held(s).data()[0])
+                .collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         n.release(&held);
         assert_eq!(n.lookup(1, ip), Some([2, 0, 0, 0, 0, 1]));
         assert_eq!(n.lookup(2, ip), None);

@@ -43,7 +43,12 @@ impl Default for PacketBuf {
 
 impl PacketBuf {
     pub fn new() -> Self {
-        PacketBuf { buf: vec![0u8; BUF_CAP].into_boxed_slice(), head: HEADROOM, len: 0, meta: Meta::default() }
+        PacketBuf {
+            buf: vec![0u8; BUF_CAP].into_boxed_slice(),
+            head: HEADROOM,
+            len: 0,
+            meta: Meta::default(),
+        }
     }
 
     /// Forget the frame and metadata; the buffer is ready to receive again.
@@ -141,7 +146,10 @@ pub struct Batch {
 impl Batch {
     /// A batch of `cap` buffers, all allocated now.
     pub fn new(cap: usize) -> Self {
-        Batch { bufs: (0..cap).map(|_| PacketBuf::new()).collect(), len: 0 }
+        Batch {
+            bufs: (0..cap).map(|_| PacketBuf::new()).collect(),
+            len: 0,
+        }
     }
 
     pub fn capacity(&self) -> usize {

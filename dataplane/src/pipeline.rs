@@ -86,7 +86,10 @@ impl Pipeline {
             routes: table,
             neigh: Neighbours::new(),
             counters: Counters::new(n),
-            icmp_budget: TokenBucket { tokens: ICMP_ERROR_BURST, last: Instant::now() },
+            icmp_budget: TokenBucket {
+                tokens: ICMP_ERROR_BURST,
+                last: Instant::now(),
+            },
             due: Vec::new(),
         }
     }
@@ -201,7 +204,8 @@ impl Pipeline {
                 data[0..6].copy_from_slice(&mac);
                 data[6..12].copy_from_slice(&src);
             } else {
-                self.counters.drop(DropReason::TxFailed, usize::from(meta.in_port));
+                self.counters
+                    .drop(DropReason::TxFailed, usize::from(meta.in_port));
             }
         }
         self.neigh.release(held);
@@ -230,10 +234,22 @@ impl Pipeline {
             return Verdict::Drop(DropReason::Ipv4Martian);
         }
         let Some(route) = self.routes.lookup(dst).copied() else {
-            return self.icmp_error(pkt, icmpv4::DEST_UNREACHABLE, icmpv4::NET_UNREACHABLE, now, DropReason::NoRoute);
+            return self.icmp_error(
+                pkt,
+                icmpv4::DEST_UNREACHABLE,
+                icmpv4::NET_UNREACHABLE,
+                now,
+                DropReason::NoRoute,
+            );
         };
         if ttl <= 1 {
-            return self.icmp_error(pkt, icmpv4::TIME_EXCEEDED, icmpv4::TTL_EXCEEDED_IN_TRANSIT, now, DropReason::TtlExpired);
+            return self.icmp_error(
+                pkt,
+                icmpv4::TIME_EXCEEDED,
+                icmpv4::TTL_EXCEEDED_IN_TRANSIT,
+                now,
+                DropReason::TtlExpired,
+            );
         }
         ipv4::Packet::new_unchecked(&mut pkt.data_mut()[ETH..]).decrement_ttl();
         self.counters.event(Event::Routed);
@@ -267,7 +283,10 @@ impl Pipeline {
             if ip.protocol() != ipv4::protocol::ICMP {
                 return Verdict::Drop(DropReason::LocalUnsupported);
             }
-            (ethernet::Frame::new_unchecked(&data[..]).src(), ip.header_len())
+            (
+                ethernet::Frame::new_unchecked(&data[..]).src(),
+                ip.header_len(),
+            )
         };
         {
             let icmp = match icmpv4::Packet::new_checked(&data[ETH + ihl..]) {
@@ -304,7 +323,14 @@ impl Pipeline {
     /// Turn `pkt` into an ICMP error about itself, addressed back to its sender on its input
     /// port, unless the rules say no error may be sent (RFC 1122 3.2.2, RFC 1812 4.3.2.7) or the
     /// rate limit is exhausted. The original is counted under `reason` either way.
-    fn icmp_error(&mut self, pkt: &mut PacketBuf, msg_type: u8, code: u8, now: Instant, reason: DropReason) -> Verdict {
+    fn icmp_error(
+        &mut self,
+        pkt: &mut PacketBuf,
+        msg_type: u8,
+        code: u8,
+        now: Instant,
+        reason: DropReason,
+    ) -> Verdict {
         if !may_send_icmp_error(&pkt.data()[ETH..]) {
             return Verdict::Drop(reason);
         }
@@ -322,10 +348,28 @@ impl Pipeline {
     fn arp_request(&mut self, port: PortId, target: Ipv4Addr, local: &mut Batch) {
         let mac = self.macs[usize::from(port)];
         let mut frame = [0u8; ETH + arp::LEN];
-        write_eth(&mut frame, ethernet::BROADCAST, mac, ethernet::ethertype::ARP);
-        arp::Repr { op: arp::REQUEST, sender_mac: mac, sender_ip: self.gateway, target_mac: [0; 6], target_ip: target }
-            .emit(&mut frame[ETH..]);
-        if local.push_copy(&frame, Meta { in_port: port, out_port: Some(port), offload: Offload::default() }) {
+        write_eth(
+            &mut frame,
+            ethernet::BROADCAST,
+            mac,
+            ethernet::ethertype::ARP,
+        );
+        arp::Repr {
+            op: arp::REQUEST,
+            sender_mac: mac,
+            sender_ip: self.gateway,
+            target_mac: [0; 6],
+            target_ip: target,
+        }
+        .emit(&mut frame[ETH..]);
+        if local.push_copy(
+            &frame,
+            Meta {
+                in_port: port,
+                out_port: Some(port),
+                offload: Offload::default(),
+            },
+        ) {
             self.counters.event(Event::ArpRequested);
         }
     }
@@ -347,18 +391,31 @@ impl Pipeline {
                     for &slot in &held {
                         let h = self.neigh.held(slot);
                         let in_port = h.meta.in_port;
-                        let meta = Meta { in_port, out_port: Some(in_port), offload: Offload::default() };
-                        let ok = may_send_icmp_error(&h.data()[ETH.min(h.len())..]) && self.icmp_budget.take(now);
+                        let meta = Meta {
+                            in_port,
+                            out_port: Some(in_port),
+                            offload: Offload::default(),
+                        };
+                        let ok = may_send_icmp_error(&h.data()[ETH.min(h.len())..])
+                            && self.icmp_budget.take(now);
                         if ok && local.push_copy(h.data(), meta) {
                             // The held copy still has the sender's Ethernet source: the error
                             // goes back to it.
                             let n = local.len() - 1;
                             let my_mac = self.macs[usize::from(in_port)];
                             let b = local.get_mut(n);
-                            build_icmp_error(b, self.gateway, my_mac, icmpv4::DEST_UNREACHABLE, icmpv4::HOST_UNREACHABLE, [0; 4]);
+                            build_icmp_error(
+                                b,
+                                self.gateway,
+                                my_mac,
+                                icmpv4::DEST_UNREACHABLE,
+                                icmpv4::HOST_UNREACHABLE,
+                                [0; 4],
+                            );
                             self.counters.event(Event::IcmpErrorSent);
                         }
-                        self.counters.drop(DropReason::NeighbourUnresolved, usize::from(in_port));
+                        self.counters
+                            .drop(DropReason::NeighbourUnresolved, usize::from(in_port));
                     }
                     self.neigh.release(&held);
                 }
@@ -392,8 +449,14 @@ fn write_eth(frame: &mut [u8], dst: Mac, src: Mac, ethertype: u16) {
 /// No ICMP error about an ICMP error, a non-first fragment, or a datagram from an address
 /// nobody can answer.
 fn may_send_icmp_error(ip_bytes: &[u8]) -> bool {
-    let Ok(ip) = ipv4::Packet::new_checked(ip_bytes) else { return false };
-    if ip.frag_offset() != 0 || martian_source(ip.src()) || ip.dst().is_multicast() || ip.dst().is_broadcast() {
+    let Ok(ip) = ipv4::Packet::new_checked(ip_bytes) else {
+        return false;
+    };
+    if ip.frag_offset() != 0
+        || martian_source(ip.src())
+        || ip.dst().is_multicast()
+        || ip.dst().is_broadcast()
+    {
         return false;
     }
     if ip.protocol() == ipv4::protocol::ICMP {
@@ -409,16 +472,31 @@ fn may_send_icmp_error(ip_bytes: &[u8]) -> bool {
 /// Rewrite `pkt` (an Ethernet + IPv4 frame, already validated) into an ICMP error quoting it:
 /// `[eth][ip gateway -> original source][icmp type code rest][original header + data]`, sent
 /// back to the original Ethernet source.
-fn build_icmp_error(pkt: &mut PacketBuf, from: Ipv4Addr, my_mac: Mac, msg_type: u8, code: u8, rest: [u8; 4]) {
+fn build_icmp_error(
+    pkt: &mut PacketBuf,
+    from: Ipv4Addr,
+    my_mac: Mac,
+    msg_type: u8,
+    code: u8,
+    rest: [u8; 4],
+) {
     const IP: usize = ipv4::HEADER_LEN;
     const ICMP_HDR: usize = 8;
     let (orig_src, orig_mac, orig_len) = {
         let d = pkt.data();
         let ip = ipv4::Packet::new_unchecked(&d[ETH..]);
-        (ip.src(), ethernet::Frame::new_unchecked(d).src(), usize::from(ip.total_len()))
+        (
+            ip.src(),
+            ethernet::Frame::new_unchecked(d).src(),
+            usize::from(ip.total_len()),
+        )
     };
-    let quote = orig_len.min(ICMP_ERROR_MAX - IP - ICMP_HDR).min(pkt.len() - ETH);
-    let Some(buf) = pkt.data_with_tail(IP + ICMP_HDR) else { return };
+    let quote = orig_len
+        .min(ICMP_ERROR_MAX - IP - ICMP_HDR)
+        .min(pkt.len() - ETH);
+    let Some(buf) = pkt.data_with_tail(IP + ICMP_HDR) else {
+        return;
+    };
     buf.copy_within(ETH..ETH + quote, ETH + IP + ICMP_HDR);
     write_eth(buf, orig_mac, my_mac, ethernet::ethertype::IPV4);
     ipv4::Repr {
@@ -432,7 +510,8 @@ fn build_icmp_error(pkt: &mut PacketBuf, from: Ipv4Addr, my_mac: Mac, msg_type: 
     }
     .emit(&mut buf[ETH..ETH + IP]);
     {
-        let mut icmp = icmpv4::Packet::new_unchecked(&mut buf[ETH + IP..ETH + IP + ICMP_HDR + quote]);
+        let mut icmp =
+            icmpv4::Packet::new_unchecked(&mut buf[ETH + IP..ETH + IP + ICMP_HDR + quote]);
         icmp.set_msg_type(msg_type);
         icmp.set_code(code);
         icmp.set_rest_of_header(rest);

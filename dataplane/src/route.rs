@@ -80,7 +80,9 @@ impl RouteTable {
     #[inline]
     pub fn lookup(&self, dst: Ipv4Addr) -> Option<&Route> {
         let d = u32::from(dst);
-        self.levels.iter().find_map(|(len, m)| m.get(&(d & mask(*len))))
+        self.levels
+            .iter()
+            .find_map(|(len, m)| m.get(&(d & mask(*len))))
     }
 
     pub fn len(&self) -> usize {
@@ -101,7 +103,12 @@ mod tests {
     use super::*;
 
     fn r(p: &str, len: u8, port: PortId) -> Route {
-        Route { prefix: p.parse().unwrap(), len, port, via: None }
+        Route {
+            prefix: p.parse().unwrap(),
+            len,
+            port,
+            via: None,
+        }
     }
 
     #[test]
@@ -127,6 +134,9 @@ mod tests {
     fn host_bits_are_ignored_on_insert() {
         let mut t = RouteTable::new();
         t.insert(r("10.1.2.3", 8, 4));
-        assert_eq!(t.lookup("10.200.0.1".parse().unwrap()).unwrap().prefix, "10.0.0.0".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(
+            t.lookup("10.200.0.1".parse().unwrap()).unwrap().prefix,
+            "10.0.0.0".parse::<Ipv4Addr>().unwrap()
+        );
     }
 }

@@ -9,6 +9,10 @@
 //!   caller-owned buffers, in the style of smoltcp's `wire` module.
 //! - [`offload`]: parsing and emitting `struct virtio_net_hdr`, completing a partial transport
 //!   checksum and cutting TCP/UDP GSO super-frames into wire-ready frames.
+//! - [`vxlan`] (RFC 7348) and [`udp_encap`] (flannel's UDP mode): encapsulation written into
+//!   the headroom in front of an inner frame, all outer checksums computed in software, and
+//!   decapsulation that names every reason it refuses a frame; [`flow`]: the inner-flow hash
+//!   that picks the outer UDP source port.
 //!
 //! # What it promises
 //! - Every view is a `Packet<T: AsRef<[u8]>>` (Ethernet: `Frame<T>`) built with `new_checked`,
@@ -36,11 +40,14 @@
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod flow;
 pub mod icmpv4;
 pub mod ipv4;
 pub mod offload;
 pub mod tcp;
 pub mod udp;
+pub mod udp_encap;
+pub mod vxlan;
 
 /// Why a header view refused a buffer (`new_checked`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
