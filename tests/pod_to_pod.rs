@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use bench::testbed::{Cluster, NodeDef, PodDef};
+use bench::testbed::{Cluster, NodeDef, PodDef, RingDef};
 use bench::traffic;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
@@ -105,6 +105,24 @@ fn pod_to_pod_tap() {
         PodDef::tap("a", Ipv4Addr::new(10, 244, 1, 10)),
         PodDef::tap("b", Ipv4Addr::new(10, 244, 1, 11)),
     ]);
+    exchange_then_fail_without_engine(&c);
+}
+
+#[test]
+fn pod_to_pod_afpacket_v3_ring() {
+    // The block ring (TPACKET_V3): same traffic, frames handed over a block at a time.
+    let c = one_node(vec![
+        PodDef::afpacket("a", Ipv4Addr::new(10, 244, 1, 10)).with_ring(RingDef::V3),
+        PodDef::afpacket("b", Ipv4Addr::new(10, 244, 1, 11)).with_ring(RingDef::V3),
+    ]);
+    let status = c.node("node-1").query("status").unwrap();
+    let kinds: Vec<_> = status["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["afpacket/v3", "afpacket/v3"], "{status}");
     exchange_then_fail_without_engine(&c);
 }
 
