@@ -56,10 +56,13 @@ fn every_device_forwards_and_the_report_renders() {
 
     let md = report.to_markdown();
     for d in Device::ALL {
-        assert!(
-            md.contains(&format!("| {} | 64 B (60 B) |", d.name())),
-            "{md}"
-        );
+        // A row may carry the "disturbed by other load" mark (†) after the device name.
+        let row = md.lines().any(|l| {
+            (l.starts_with(&format!("| {} | ", d.name()))
+                || l.starts_with(&format!("| {} † | ", d.name())))
+                && l.contains("| 64 B (60 B) |")
+        });
+        assert!(row, "{md}");
     }
     assert!(md.contains("softirq runs on the sender's core"), "{md}");
     assert!(md.contains("per hop"), "{md}");
