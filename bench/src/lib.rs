@@ -5,6 +5,7 @@
 
 pub mod demo;
 pub mod forwarding;
+pub mod kube_proxy;
 pub mod pktgen;
 pub mod testbed;
 pub mod traffic;
