@@ -201,23 +201,7 @@ fn os_err(ifname: &str, what: &str) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("pktgen on {ifname}: {what}: {e}"))
 }
 
-fn setsockopt_int(
-    fd: std::os::fd::RawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    val: libc::c_int,
-) -> libc::c_int {
-    // SAFETY: `val` is a live c_int and the length passed is its size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&raw const val).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    }
-}
+pub(crate) use dataplane::port::afpacket::setsockopt_int;
 
 /// A fresh non-blocking `AF_PACKET`/`SOCK_RAW` socket with protocol 0: it receives nothing
 /// until it is bound with a protocol, so no frame of another interface reaches it.

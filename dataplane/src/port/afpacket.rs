@@ -220,7 +220,9 @@ pub struct AfPacketPort {
 // another thread is sound.
 unsafe impl Send for AfPacketPort {}
 
-fn setsockopt_int(
+/// `setsockopt` of an `int` option; returns the raw result (< 0 on error, errno set).
+/// Shared with the benchmark generator, which sets up its own packet sockets.
+pub fn setsockopt_int(
     fd: RawFd,
     level: libc::c_int,
     name: libc::c_int,
