@@ -13,7 +13,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use crate::packet::{Batch, PortId};
+use crate::packet::{Batch, PacketBuf, PortId};
 
 pub mod afpacket;
 pub mod memory;
@@ -71,4 +71,24 @@ pub fn derived_mac(name: &str) -> Mac {
     let b = h.to_be_bytes();
     // 0x02: locally administered, unicast.
     [0x02, b[1], b[2], b[3], b[4], b[5]]
+}
+
+/// Hand one frame to `send`, first completing in software whatever offload work it carries
+/// (checksum, GSO segmentation) for ports whose device cannot. True if every resulting frame
+/// was sent; a frame whose offload state does not parse is not sent.
+pub fn send_completed(
+    pkt: &PacketBuf,
+    scratch: &mut [u8],
+    mut send: impl FnMut(&[u8]) -> bool,
+) -> bool {
+    if pkt.meta.offload.is_plain() {
+        return send(pkt.data());
+    }
+    let mut all_ok = true;
+    let seg = encap::offload::segment(pkt.data(), &pkt.meta.offload, scratch, |f| {
+        if all_ok {
+            all_ok = send(f);
+        }
+    });
+    seg.is_ok() && all_ok
 }

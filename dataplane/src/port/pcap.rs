@@ -15,8 +15,6 @@ use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use encap::offload::segment;
-
 use super::{Mac, Port, TxResult};
 use crate::packet::{Batch, PortId, BUF_CAP};
 
@@ -367,17 +365,7 @@ impl Port for PcapPort {
                 continue;
             }
             let pkt = batch.get(i);
-            let ok = if pkt.meta.offload.is_plain() {
-                out.write_frame(pkt.data()).is_ok()
-            } else {
-                let mut write_ok = true;
-                let seg = segment(pkt.data(), &pkt.meta.offload, &mut self.scratch, |f| {
-                    if write_ok {
-                        write_ok = out.write_frame(f).is_ok();
-                    }
-                });
-                seg.is_ok() && write_ok
-            };
+            let ok = super::send_completed(pkt, &mut self.scratch, |f| out.write_frame(f).is_ok());
             if ok {
                 res.sent += 1;
             } else {

@@ -24,8 +24,6 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use encap::offload::segment;
-
 use super::{derived_mac, Mac, Port, TxResult};
 use crate::packet::{Batch, PortId, BUF_CAP};
 
@@ -283,18 +281,8 @@ impl Port for TapPort {
                 continue;
             }
             let pkt = batch.get(i);
-            let ok = if pkt.meta.offload.is_plain() {
-                self.iface.send(pkt.data()).is_ok()
-            } else {
-                let iface = &self.iface;
-                let mut all_ok = true;
-                let seg = segment(pkt.data(), &pkt.meta.offload, &mut self.scratch, |f| {
-                    if all_ok {
-                        all_ok = iface.send(f).is_ok();
-                    }
-                });
-                seg.is_ok() && all_ok
-            };
+            let iface = &self.iface;
+            let ok = super::send_completed(pkt, &mut self.scratch, |f| iface.send(f).is_ok());
             if ok {
                 res.sent += 1;
             } else {
