@@ -48,8 +48,7 @@ enum Cmd {
         out_dir: PathBuf,
     },
     /// Benchmarks: sluice next to the kernel doing the same job, same namespaces, same run.
-    #[command(subcommand)]
-    Bench(BenchCmd),
+    Bench(BenchArgs),
     /// Counters of a running engine: per port, per drop reason, per event.
     Counters(AdminArgs),
     /// Whether a running engine is ready, and its ports.
@@ -60,20 +59,35 @@ enum Cmd {
     Neighbours(AdminArgs),
 }
 
-#[derive(Subcommand)]
-enum BenchCmd {
-    /// Pod to pod on one node: packets/s, latency and CPU of sluice (AF_PACKET V2/V3, TAP) and of kernel routing.
-    Forwarding {
-        /// Short windows, fewer pings, no profile (about 40 s).
-        #[arg(long)]
-        quick: bool,
-        /// Seconds per throughput window (default 10, or 2 with --quick).
-        #[arg(long)]
-        seconds: Option<u64>,
-        /// Also write forwarding.md and forwarding.json here.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+/// `sluice bench`: scenarios side by side with the kernel; see bench/README.md.
+#[derive(Args)]
+struct BenchArgs {
+    /// Scenarios to run (default: all; `--list` names them).
+    scenarios: Vec<String>,
+    /// List the scenarios and their parameters, run nothing.
+    #[arg(long)]
+    list: bool,
+    /// A small version of everything (about a minute): a smoke test, not numbers to quote.
+    #[arg(long)]
+    quick: bool,
+    /// Write bench.md, bench.json, one .md/.json per scenario and the SVG plots here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seconds per measured window.
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Numbers of services, comma separated (`1,1k,10k,100k`).
+    #[arg(long)]
+    services: Option<String>,
+    /// Endpoints per service.
+    #[arg(long)]
+    endpoints: Option<usize>,
+    /// Flow patterns, comma separated: `one`, `new` (a new flow per packet), `rr:N`.
+    #[arg(long)]
+    flows: Option<String>,
+    /// Frame sizes in bytes, FCS included (64 = 60 bytes written), comma separated.
+    #[arg(long)]
+    frame_sizes: Option<String>,
 }
 
 #[derive(Args)]
@@ -111,14 +125,7 @@ fn main() -> ExitCode {
             inputs,
             out_dir,
         } => control::cli::replay(&config, &node, &inputs, &out_dir),
-        Cmd::Bench(BenchCmd::Forwarding {
-            quick,
-            seconds,
-            out,
-        }) => match std::env::current_exe() {
-            Ok(bin) => bench::forwarding::cli(&bin, quick, seconds, out.as_deref()),
-            Err(e) => Err(format!("locating the sluice binary: {e}")),
-        },
+        Cmd::Bench(b) => bench(b),
         Cmd::Counters(a) => admin(a, "counters"),
         Cmd::Status(a) => admin(a, "status"),
         Cmd::Routes(a) => admin(a, "routes"),
@@ -141,4 +148,63 @@ fn admin(a: AdminArgs, cmd: &str) -> Result<(), String> {
         cmd,
         a.json,
     )
+}
+
+fn bench(b: BenchArgs) -> Result<(), String> {
+    if b.list {
+        print!("{}", bench::harness::list());
+        return Ok(());
+    }
+    let sluice_bin =
+        std::env::current_exe().map_err(|e| format!("locating the sluice binary: {e}"))?;
+    let params = bench::harness::Params {
+        services: b
+            .services
+            .as_deref()
+            .map(|s| {
+                bench::harness::parse_list(s, "--services", 1..=bench::kube_proxy::MAX_SERVICES)
+            })
+            .transpose()?,
+        endpoints: b.endpoints,
+        flows: b
+            .flows
+            .as_deref()
+            .map(bench::harness::parse_flows)
+            .transpose()?,
+        frame_sizes: b
+            .frame_sizes
+            .as_deref()
+            .map(|s| bench::harness::parse_list(s, "--frame-sizes", 64..=1518))
+            .transpose()?,
+        seconds: b.seconds,
+    };
+    if b.endpoints == Some(0) {
+        return Err("--endpoints 0: a service needs at least one endpoint".into());
+    }
+    if b.seconds == Some(0) {
+        return Err("--seconds 0: want at least 1".into());
+    }
+    let ctx = bench::harness::Ctx {
+        sluice_bin,
+        quick: b.quick,
+        params,
+    };
+    let command: Vec<String> = std::env::args().collect();
+    let report = bench::harness::run(&ctx, &b.scenarios, b.out.as_deref(), &command.join(" "))?;
+    print!("{}", report.markdown);
+    if let Some(dir) = &b.out {
+        eprintln!("sluice bench: report in {}", dir.join("bench.md").display());
+    }
+    match report.errors.len() {
+        0 => Ok(()),
+        n => Err(format!(
+            "{n} scenario(s) failed: {}",
+            report
+                .errors
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }

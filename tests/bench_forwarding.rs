@@ -18,6 +18,7 @@ fn every_device_forwards_and_the_report_renders() {
         seconds: 1,
         sizes: vec![64],
         quick: true,
+        pktgen: true,
     };
     let report = forwarding::run(&sluice_bin(), &opts).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<Device> = report.devices.iter().map(|d| d.device).collect();
@@ -34,7 +35,7 @@ fn every_device_forwards_and_the_report_renders() {
         );
         assert!((0.0..=1.0).contains(&t.loss), "{name}: {t:?}");
         let l = &d.latency;
-        assert_eq!(l.transmitted, 100, "{name}");
+        assert_eq!(l.transmitted, 50, "{name}");
         assert!(l.received > 0, "{name}: {l:?}");
         assert!(
             l.min_ms > 0.0 && l.min_ms <= l.avg_ms && l.avg_ms <= l.max_ms,
@@ -51,8 +52,41 @@ fn every_device_forwards_and_the_report_renders() {
             d.device != Device::Kernel,
             "{name}"
         );
+        // sluice's own generator: a full-speed trial that delivered, a bounded search, and
+        // one-way latency percentiles in order.
+        let p = d
+            .pktgen
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no pktgen result"));
+        assert_eq!(p.searches.len(), 1, "{name}");
+        let (size, s) = &p.searches[0];
+        assert_eq!(*size, 64, "{name}");
+        assert!(s.max.offered > 0 && s.max.delivered > 0, "{name}: {s:?}");
+        assert!(
+            s.max.rate_pps.is_none(),
+            "{name}: the first trial is unpaced"
+        );
+        assert!(
+            s.trials.len() <= 3,
+            "{name}: quick search is 1 + 2 trials: {s:?}"
+        );
+        if let Some(b) = &s.best {
+            assert!(b.loss < 0.001, "{name}: {b:?}");
+        }
+        let l = &p.latency;
+        assert!(l.received > 0, "{name}: {l:?}");
+        assert!(
+            l.p50_us > 0.0 && l.p50_us <= l.p99_us && l.p99_us <= l.max_us,
+            "{name}: {l:?}"
+        );
+        assert_eq!(
+            d.engine_rss_kib.is_some(),
+            d.device != Device::Kernel,
+            "{name}"
+        );
     }
     assert_eq!(report.profile, None, "quick mode records no profile");
+    assert_eq!(report.crosscheck().len(), 4);
 
     let md = report.to_markdown();
     for d in Device::ALL {
@@ -66,11 +100,35 @@ fn every_device_forwards_and_the_report_renders() {
     }
     assert!(md.contains("softirq runs on the sender's core"), "{md}");
     assert!(md.contains("per hop"), "{md}");
+    for heading in [
+        "Highest rate with loss under 0.1%",
+        "Cross-check: trafgen and sluice's generator",
+        "One-way latency at 10 kpps",
+        "Engine memory",
+    ] {
+        assert!(md.contains(heading), "{heading}: {md}");
+    }
     let j = report.to_json();
     assert_eq!(j["devices"].as_array().map(Vec::len), Some(4));
     assert_eq!(j["devices"][3]["device"], "kernel");
     assert!(j["devices"][0]["throughput"][0]["delivered_pps"].as_f64() > Some(0.0));
     assert!(j["devices"][1]["latency_ms"]["avg"].as_f64() > Some(0.0));
+    assert!(j["devices"][0]["pktgen"]["latency"]["p99_us"].as_f64() > Some(0.0));
+    assert_eq!(j["crosscheck"].as_array().map(Vec::len), Some(4));
+    let figures = report.figures();
+    assert_eq!(figures.len(), 2);
+    for f in &figures {
+        assert_eq!(f.plot.series.len(), 4, "{}", f.file);
+        let svg = f
+            .plot
+            .to_svg()
+            .unwrap_or_else(|e| panic!("{}: {e}", f.file));
+        assert!(
+            svg.contains("sluice-afpacket-v2") && svg.contains("kernel"),
+            "{}",
+            f.file
+        );
+    }
 }
 
 #[test]
@@ -79,6 +137,7 @@ fn bad_options_are_refused_before_anything_is_built() {
         seconds: 1,
         sizes: vec![40],
         quick: true,
+        pktgen: false,
     };
     let e = forwarding::run(Path::new("/nonexistent/sluice"), &opts).unwrap_err();
     assert!(e.contains("frame size 40"), "{e}");

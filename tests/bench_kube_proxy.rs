@@ -10,13 +10,32 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use bench::kube_proxy::{
-    apply, changed, iptables_version, programming_times, services, throughput, throughput_table,
-    Kind,
+    apply, changed, conntrack_cost, iptables_version, programming_times, services, throughput,
+    throughput_table, Kind, Traffic,
 };
 use bench::pktgen::FlowPattern;
 use bench::testbed::Netns;
 
 const SINK: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 10);
+
+/// `KP_SERVICES=1,1000,...`, or `default`.
+fn env_sizes(default: &[usize]) -> Vec<usize> {
+    std::env::var("KP_SERVICES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+/// `KP_KINDS=iptables,iptables-legacy,nftables`, or all kinds.
+fn env_kinds() -> Vec<Kind> {
+    match std::env::var("KP_KINDS") {
+        Ok(v) => Kind::ALL
+            .into_iter()
+            .filter(|k| v.split(',').any(|x| x.trim() == k.name()))
+            .collect(),
+        Err(_) => Kind::ALL.to_vec(),
+    }
+}
 
 fn exec(ns: &Netns, argv: &[&str]) -> String {
     ns.exec_ok(argv).unwrap_or_else(|e| panic!("{e}"))
@@ -145,14 +164,16 @@ fn programming_times_measure_both_kinds() {
     }
 }
 
+/// `KP_SERVICES` (default 1000,10000) and `KP_KINDS` (default: all) as for the throughput
+/// sweep.
 #[test]
 #[ignore = "a measurement: run with --ignored --nocapture"]
 fn programming_sweep() {
     println!("{}", iptables_version().unwrap_or_else(|e| e));
     println!("| kind | services | endpoints/svc | full load | one-endpoint change | full input | change input |");
     println!("|---|---|---|---|---|---|---|");
-    for n in [1_000, 10_000] {
-        for kind in Kind::ALL {
+    for n in env_sizes(&[1_000, 10_000]) {
+        for kind in env_kinds() {
             let t = programming_times(kind, n, 1).unwrap_or_else(|e| panic!("{e}"));
             println!(
                 "| {} | {} | {} | {:.3} s | {:.3} s | {} KiB | {} KiB |",
@@ -172,8 +193,14 @@ fn programming_sweep() {
 fn every_kind_delivers_through_service_nat() {
     let patterns = [FlowPattern::One, FlowPattern::NewPerPacket];
     for kind in Kind::ALL {
-        let rows = throughput(kind, 10, &patterns, Duration::from_millis(300))
-            .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+        let rows = throughput(
+            kind,
+            10,
+            Traffic::default(),
+            &patterns,
+            Duration::from_millis(300),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
         assert_eq!(rows.len(), 2);
         for r in &rows {
             assert!(r.sent > 1000, "{r:?}");
@@ -184,39 +211,43 @@ fn every_kind_delivers_through_service_nat() {
         let ct_one = rows[0].conntrack_count.unwrap_or(0);
         let ct_new = rows[1].conntrack_count.unwrap_or(0);
         assert!(ct_one >= 1 && ct_new > ct_one + 1000, "{rows:?}");
+        assert_eq!(rows[1].conntrack.new_entries, ct_new - ct_one, "{rows:?}");
         let table = throughput_table(&rows);
         assert_eq!(table.lines().count(), 4, "{table}");
         assert!(
-            table.contains(&format!("| {} | 10 | new per packet |", kind.name())),
+            table.contains(&format!(
+                "| {} | 10 | 1 | 60 | new per packet |",
+                kind.name()
+            )),
             "{table}"
         );
     }
 }
 
-/// `KP_SERVICES=1,1000,10000` (the default) and `KP_KINDS=iptables,iptables-legacy,nftables`
-/// (default: all) choose what is measured.
+/// `KP_SERVICES=1,1000,10000` (the default), `KP_KINDS=iptables,iptables-legacy,nftables`
+/// (default: all), `KP_FRAME=60` and `KP_ENDPOINTS=1` (the defaults) choose what is measured.
+/// The new-flow pattern runs first, so its conntrack growth is not reduced by expiring entries.
 #[test]
 #[ignore = "a measurement: run with --ignored --nocapture"]
 fn throughput_sweep() {
-    let sizes: Vec<usize> = std::env::var("KP_SERVICES")
-        .ok()
-        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 1_000, 10_000]);
+    let sizes = env_sizes(&[1, 1_000, 10_000]);
+    let env = |key: &str, default: usize| {
+        std::env::var(key)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
+    };
+    let traffic =
+        Traffic::new(env("KP_FRAME", 60), env("KP_ENDPOINTS", 1)).unwrap_or_else(|e| panic!("{e}"));
     println!("{}", iptables_version().unwrap_or_else(|e| e));
     let mut rows = Vec::new();
-    let kinds: Vec<Kind> = match std::env::var("KP_KINDS") {
-        Ok(v) => Kind::ALL
-            .into_iter()
-            .filter(|k| v.split(',').any(|x| x.trim() == k.name()))
-            .collect(),
-        Err(_) => Kind::ALL.to_vec(),
-    };
     for n in sizes {
-        for &kind in &kinds {
+        for kind in env_kinds() {
             let r = throughput(
                 kind,
                 n,
-                &[FlowPattern::One, FlowPattern::NewPerPacket],
+                traffic,
+                &[FlowPattern::NewPerPacket, FlowPattern::One],
                 Duration::from_secs(2),
             )
             .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
@@ -232,4 +263,63 @@ fn throughput_sweep() {
         }
     }
     println!("{}", throughput_table(&rows));
+}
+
+#[test]
+fn frame_size_and_endpoints_reach_the_kernel() {
+    // 1000-byte frames to services of 3 endpoints each: DNATed through the 3-way endpoint
+    // choice (any endpoint is on the sink), they arrive.
+    for kind in [Kind::Nftables, Kind::IptablesLegacy] {
+        let traffic = Traffic::new(1000, 3).unwrap_or_else(|e| panic!("{e}"));
+        let rows = throughput(
+            kind,
+            5,
+            traffic,
+            &[FlowPattern::NewPerPacket],
+            Duration::from_millis(300),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+        let r = &rows[0];
+        assert_eq!((r.frame_size, r.endpoints_per_service), (1000, 3), "{r:?}");
+        assert!(r.sent > 1000 && r.received > r.sent / 10, "{r:?}");
+    }
+    let err = throughput(
+        Kind::Nftables,
+        1,
+        Traffic::default().endpoints(0),
+        &[FlowPattern::One],
+        Duration::from_millis(100),
+    )
+    .err()
+    .unwrap_or_default();
+    assert!(err.contains("endpoints per service"), "{err}");
+}
+
+#[test]
+fn conntrack_cost_counts_new_flows_and_their_bytes() {
+    let r = conntrack_cost(
+        Kind::Nftables,
+        10,
+        Traffic::default(),
+        Duration::from_millis(500),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ct = &r.conntrack;
+    println!("{}", throughput_table(std::slice::from_ref(&r)));
+    // Every delivered frame was DNATed, so it made (at least) one entry; entries live 30 s.
+    assert!(
+        ct.new_entries >= r.received.min(ct.max.unwrap_or(u64::MAX)) / 2,
+        "{ct:?}"
+    );
+    assert!(ct.new_entries > 1000 && ct.flows_per_sec > 0.0, "{ct:?}");
+    assert!(ct.max.is_some_and(|m| m > 0), "{ct:?}");
+    assert_eq!(ct.at_max, ct.count_after >= ct.max, "{ct:?}");
+    // struct nf_conn is a few hundred bytes on any 64-bit kernel.
+    let size = ct.entry_size.unwrap_or(0);
+    assert!((128..=1024).contains(&size), "{ct:?}");
+    let slab = ct.slab_bytes_per_flow.unwrap_or(0.0);
+    assert!(
+        slab > 0.5 * size as f64 && slab < 2.0 * size as f64,
+        "{ct:?}"
+    );
 }

@@ -110,6 +110,9 @@ const PERF_SECONDS: u64 = 3;
 const ENGINE_INCLUSIVE_TOP: usize = 15;
 /// How many symbols of the profile the report keeps.
 const PERF_TOP: usize = 10;
+/// The stated agreement of trafgen and sluice's generator on the same path (relative
+/// difference of the delivered packets/s at full speed).
+pub const CROSSCHECK_MARGIN: f64 = 0.10;
 /// How long trafgen gets to exit after SIGINT.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -121,8 +124,11 @@ pub struct Options {
     /// Frame sizes in bytes, Ethernet FCS included (64..=1518); S - 4 bytes are written.
     pub sizes: Vec<usize>,
     /// Shorter everything else: 100 pings instead of 500, 2 s of idle CPU instead of 10, no
-    /// perf profile. `seconds` is used as given.
+    /// perf profile, a shorter search. `seconds` is used as given.
     pub quick: bool,
+    /// Also measure with sluice's own generator (pktgen): the highest rate with loss under
+    /// 0.1% per frame size, the cross-check with trafgen, one-way latency percentiles.
+    pub pktgen: bool,
 }
 
 impl Default for Options {
@@ -131,34 +137,44 @@ impl Default for Options {
             seconds: 10,
             sizes: vec![64, 1500],
             quick: false,
+            pktgen: true,
         }
     }
 }
 
+/// Bisection steps of the no-drop search (full, quick).
+const SEARCH_STEPS: (u32, u32) = (6, 2);
+/// Length of each pktgen trial, ms (full, quick).
+const TRIAL_MS: (u64, u64) = (2_000, 700);
+/// The fixed rate of the one-way latency measurement (frames/s) and its length, ms (full, quick).
+pub const LATENCY_PPS: u64 = 10_000;
+const LATENCY_MS: (u64, u64) = (5_000, 1_000);
+
 impl Options {
-    /// The quick preset: 2 s windows, both sizes, quick mode.
+    /// The quick preset: 1 s windows, 64-byte frames only, quick mode.
     pub fn quick() -> Options {
         Options {
-            seconds: 2,
-            sizes: vec![64, 1500],
+            seconds: 1,
+            sizes: vec![64],
             quick: true,
+            pktgen: true,
+        }
+    }
+
+    fn pick<T>(&self, (full, quick): (T, T)) -> T {
+        if self.quick {
+            quick
+        } else {
+            full
         }
     }
 
     fn ping_count(&self) -> u32 {
-        if self.quick {
-            100
-        } else {
-            500
-        }
+        self.pick((500, 50))
     }
 
     fn idle_seconds(&self) -> u64 {
-        if self.quick {
-            2
-        } else {
-            10
-        }
+        self.pick((10, 1))
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -307,6 +323,21 @@ pub struct DeviceResult {
     pub throughput: Vec<Throughput>,
     /// The idle engine's CPU in percent of one core; `None` for the kernel.
     pub idle_cpu_percent: Option<f64>,
+    /// Measured with sluice's own generator (`None` when [`Options::pktgen`] is off).
+    pub pktgen: Option<PktgenResult>,
+    /// The engine's resident memory after the traffic, and its peak, KiB (`None` for the kernel).
+    pub engine_rss_kib: Option<(u64, u64)>,
+}
+
+/// What sluice's own generator measured on one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PktgenResult {
+    /// Per frame size (FCS included): the search for the highest rate with loss < 0.1%. Its
+    /// first trial is as fast as the generator goes: compared with trafgen's row.
+    pub searches: Vec<(usize, crate::rate::Search)>,
+    /// One-way latency at [`LATENCY_PPS`], smallest frame size, from the trailer's timestamps.
+    pub latency: crate::pktgen::RecvReport,
+    pub latency_frame_size: usize,
 }
 
 /// One line of `perf report`.
@@ -481,6 +512,15 @@ fn measure_device(
             None => {}
         }
     }
+    let pktgen = if opts.pktgen {
+        Some(measure_pktgen(&ends, opts, generator_cpu)?)
+    } else {
+        None
+    };
+    let engine_rss_kib = match ends.engine_pid {
+        Some(pid) => Some(crate::rate::rss_kib(pid)?),
+        None => None,
+    };
     let idle_cpu_percent = match ends.engine_pid {
         Some(pid) => {
             std::thread::sleep(SETTLE);
@@ -493,6 +533,68 @@ fn measure_device(
         latency,
         throughput,
         idle_cpu_percent,
+        pktgen,
+        engine_rss_kib,
+    })
+}
+
+/// The path a -> b for sluice's own generator.
+fn pktgen_path<'t>(ends: &Ends<'t>) -> crate::rate::PathEnds<'t> {
+    crate::rate::PathEnds {
+        tx: ends.a,
+        tx_if: ends.a_if.clone(),
+        src_mac: ends.a_mac,
+        dst_mac: ends.gateway_mac,
+        src_ip: POD_A_IP,
+        dst_ip: ends.b_ip,
+        dst_port: DST_PORT,
+        rx: ends.b,
+        rx_if: ends.b_if.clone(),
+    }
+}
+
+/// The no-drop search per frame size and the latency at a fixed rate, with sluice's generator
+/// pinned where trafgen ran.
+fn measure_pktgen(
+    ends: &Ends<'_>,
+    opts: &Options,
+    generator_cpu: usize,
+) -> Result<PktgenResult, String> {
+    use crate::pktgen::{FlowPattern, Proto};
+    use crate::rate::{latency, no_drop_rate, TrialSpec, LOSS_LIMIT};
+    let path = pktgen_path(ends);
+    let spec = |size: usize, ms: u64| TrialSpec {
+        frame_size: size - FCS,
+        rate_pps: None,
+        duration: Duration::from_millis(ms),
+        flows: FlowPattern::One,
+        proto: Proto::Udp,
+        cpu: Some(generator_cpu),
+    };
+    let mut searches = Vec::new();
+    for &size in &opts.sizes {
+        let s = no_drop_rate(
+            &path,
+            &spec(size, opts.pick(TRIAL_MS)),
+            LOSS_LIMIT,
+            opts.pick(SEARCH_STEPS),
+        )
+        .map_err(|e| format!("pktgen no-drop search, {size}-byte frames: {e}"))?;
+        searches.push((size, s));
+    }
+    let latency_frame_size = opts.sizes.iter().copied().min().unwrap_or(MIN_FRAME);
+    let latency = latency(
+        &path,
+        &TrialSpec {
+            rate_pps: Some(LATENCY_PPS),
+            ..spec(latency_frame_size, opts.pick(LATENCY_MS))
+        },
+    )
+    .map_err(|e| format!("pktgen latency: {e}"))?;
+    Ok(PktgenResult {
+        searches,
+        latency,
+        latency_frame_size,
     })
 }
 
@@ -1322,6 +1424,17 @@ fn run_tool(program: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// One line: CPUs, model, kernel (for a report's header).
+pub fn machine_summary() -> String {
+    match machine() {
+        Ok(m) => format!(
+            "{} CPUs, {}, Linux {}, {}",
+            m.cpus, m.cpu_model, m.kernel, m.trafgen
+        ),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
 fn machine() -> Result<Machine, String> {
     // SAFETY: sysconf has no preconditions.
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
@@ -1356,7 +1469,7 @@ fn machine() -> Result<Machine, String> {
     })
 }
 
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -1574,6 +1687,8 @@ impl Report {
             }
         }
 
+        self.pktgen_markdown(&mut m);
+
         let _ = writeln!(
             m,
             "\n### Latency, `ping -i 0.01 -c {}` pod a -> pod b (ms)\n",
@@ -1684,6 +1799,212 @@ impl Report {
         m
     }
 
+    /// trafgen's and pktgen's delivered packets/s at full speed, per device and frame size:
+    /// `(device, size, trafgen, pktgen, relative difference)`.
+    pub fn crosscheck(&self) -> Vec<(Device, usize, f64, f64, f64)> {
+        let mut rows = Vec::new();
+        for d in &self.devices {
+            let Some(p) = &d.pktgen else { continue };
+            for (size, search) in &p.searches {
+                if let Some(t) = d.throughput.iter().find(|t| t.frame_size == *size) {
+                    let (a, b) = (t.delivered_pps, search.max.delivered_pps);
+                    let diff = if a > 0.0 { (b - a) / a } else { f64::NAN };
+                    rows.push((d.device, *size, a, b, diff));
+                }
+            }
+        }
+        rows
+    }
+
+    fn pktgen_markdown(&self, m: &mut String) {
+        if !self.devices.iter().any(|d| d.pktgen.is_some()) {
+            return;
+        }
+        let _ = writeln!(
+            m,
+            "\n### Highest rate with loss under 0.1% (sluice's generator, one UDP flow)\n"
+        );
+        let _ = writeln!(
+            m,
+            "First as fast as the generator goes (pinned to CPU {}), then a bisection between 0 and \
+             what that delivered; loss = 1 - (growth of b's rx_packets) / (frames sent).\n",
+            self.generator_cpu
+        );
+        let _ = writeln!(
+            m,
+            "| device | frame | full speed: offered kpps | delivered kpps | loss | no-drop kpps | trials |"
+        );
+        let _ = writeln!(m, "|---|---|---:|---:|---:|---:|---:|");
+        for d in &self.devices {
+            let Some(p) = &d.pktgen else { continue };
+            for (size, s) in &p.searches {
+                let _ = writeln!(
+                    m,
+                    "| {} | {size} B | {:.1} | {:.1} | {:.2}% | {} | {} |",
+                    d.device.name(),
+                    s.max.offered_pps / 1e3,
+                    s.max.delivered_pps / 1e3,
+                    s.max.loss * 100.0,
+                    match &s.best {
+                        Some(b) => format!("{:.1}", b.offered_pps / 1e3),
+                        None => "none passed".into(),
+                    },
+                    s.trials.len()
+                );
+            }
+        }
+        let rows = self.crosscheck();
+        if !rows.is_empty() {
+            let _ = writeln!(
+                m,
+                "\n### Cross-check: trafgen and sluice's generator on the same path, full speed\n"
+            );
+            let _ = writeln!(
+                m,
+                "| device | frame | trafgen delivered kpps | pktgen delivered kpps | difference |"
+            );
+            let _ = writeln!(m, "|---|---|---:|---:|---:|");
+            for (dev, size, a, b, diff) in &rows {
+                let _ = writeln!(
+                    m,
+                    "| {} | {size} B | {:.1} | {:.1} | {:+.1}% |",
+                    dev.name(),
+                    a / 1e3,
+                    b / 1e3,
+                    diff * 100.0
+                );
+            }
+            // Where the engine is the bottleneck (its core saturated, the generator's not the
+            // limit), both generators measure the path: they must agree. On the kernel path the
+            // forwarding runs inside the generator's own send path (veth softirq on CPU 0), so
+            // full speed there is the generator's own ceiling: that row compares generators.
+            let worst = rows
+                .iter()
+                .filter(|r| r.0 != Device::Kernel)
+                .map(|r| r.4.abs())
+                .filter(|d| d.is_finite())
+                .fold(0.0f64, f64::max);
+            let _ = writeln!(
+                m,
+                "\nWhere the engine is the bottleneck (the sluice rows), the two generators measure \
+                 the path: largest difference {:.1}%, stated margin {:.0}%: {}. On the `kernel` row \
+                 the forwarding runs inside the generator's own send path (veth's softirq, on the \
+                 generator's core), so full speed is the generator's own ceiling: that row compares \
+                 the generators' cost per frame (pktgen: `sendmmsg` bursts; trafgen: its TX ring).",
+                worst * 100.0,
+                CROSSCHECK_MARGIN * 100.0,
+                if worst <= CROSSCHECK_MARGIN {
+                    "they agree"
+                } else {
+                    "OUTSIDE the margin (check for other load on the machine)"
+                }
+            );
+        }
+        let _ = writeln!(
+            m,
+            "\n### One-way latency at {} kpps (sluice's generator and receiver, µs)\n",
+            LATENCY_PPS / 1000
+        );
+        let _ = writeln!(
+            m,
+            "From the generator's CLOCK_MONOTONIC stamp in the payload to the kernel's receive time \
+             at b's interface.\n"
+        );
+        let _ = writeln!(
+            m,
+            "| device | frame | p50 | p99 | p99.9 | max | received | lost | reordered |"
+        );
+        let _ = writeln!(m, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        for d in &self.devices {
+            let Some(p) = &d.pktgen else { continue };
+            let l = &p.latency;
+            let _ = writeln!(
+                m,
+                "| {} | {} B | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+                d.device.name(),
+                p.latency_frame_size,
+                l.p50_us,
+                l.p99_us,
+                l.p999_us,
+                l.max_us,
+                l.received,
+                l.lost,
+                l.reordered
+            );
+        }
+        if self.devices.iter().any(|d| d.engine_rss_kib.is_some()) {
+            let _ = writeln!(m, "\n### Engine memory (after the traffic)\n");
+            let _ = writeln!(m, "| device | resident MiB | peak resident MiB |");
+            let _ = writeln!(m, "|---|---:|---:|");
+            for d in &self.devices {
+                if let Some((rss, hwm)) = d.engine_rss_kib {
+                    let _ = writeln!(
+                        m,
+                        "| {} | {:.1} | {:.1} |",
+                        d.device.name(),
+                        rss as f64 / 1024.0,
+                        hwm as f64 / 1024.0
+                    );
+                }
+            }
+        }
+    }
+
+    /// Plots: delivered packets/s (trafgen) and the no-drop rate (pktgen) against frame size.
+    pub fn figures(&self) -> Vec<crate::harness::Figure> {
+        use crate::plot::{LinePlot, Series};
+        let series = |f: &dyn Fn(&DeviceResult) -> Vec<(f64, f64)>| -> Vec<Series> {
+            self.devices
+                .iter()
+                .map(|d| Series {
+                    name: d.device.name().to_string(),
+                    points: f(d),
+                })
+                .filter(|s| !s.points.is_empty())
+                .collect()
+        };
+        let mut out = vec![crate::harness::Figure {
+            file: "forwarding-pps".into(),
+            plot: LinePlot {
+                title: "Pod to pod on one node: delivered packets/s (trafgen, one UDP flow)".into(),
+                x_label: "frame size, bytes (FCS included)".into(),
+                y_label: "kpps delivered".into(),
+                x_log: false,
+                y_log: false,
+                series: series(&|d| {
+                    d.throughput
+                        .iter()
+                        .map(|t| (t.frame_size as f64, t.delivered_pps / 1e3))
+                        .collect()
+                }),
+            },
+        }];
+        if self.devices.iter().any(|d| d.pktgen.is_some()) {
+            out.push(crate::harness::Figure {
+                file: "forwarding-no-drop".into(),
+                plot: LinePlot {
+                    title: "Pod to pod on one node: highest rate with loss < 0.1% (pktgen)".into(),
+                    x_label: "frame size, bytes (FCS included)".into(),
+                    y_label: "kpps".into(),
+                    x_log: false,
+                    y_log: false,
+                    series: series(&|d| {
+                        d.pktgen
+                            .as_ref()
+                            .map(|p| {
+                                p.searches
+                                    .iter()
+                                    .map(|(size, s)| (*size as f64, s.no_drop_pps() / 1e3))
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    }),
+                },
+            });
+        }
+        out
+    }
+
     /// The report as JSON (every number of the Markdown, unrounded).
     pub fn to_json(&self) -> Value {
         let devices: Vec<Value> = self
@@ -1721,6 +2042,16 @@ impl Report {
                         })).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                     "idle_cpu_percent": d.idle_cpu_percent,
+                    "engine_rss_kib": d.engine_rss_kib.map(|(rss, hwm)| json!({"rss": rss, "peak": hwm})),
+                    "pktgen": d.pktgen.as_ref().map(|p| json!({
+                        "searches": p.searches.iter().map(|(size, s)| json!({
+                            "frame_size": size,
+                            "search": s.to_json(),
+                        })).collect::<Vec<_>>(),
+                        "latency_frame_size": p.latency_frame_size,
+                        "latency_pps": LATENCY_PPS,
+                        "latency": crate::rate::recv_json(&p.latency),
+                    })),
                 })
             })
             .collect();
@@ -1764,7 +2095,48 @@ impl Report {
             "engine_cpu": self.engine_cpu,
             "devices": devices,
             "profile": profile,
+            "crosscheck": self.crosscheck().iter().map(|(d, size, a, b, diff)| json!({
+                "device": d.name(), "frame_size": size, "trafgen_pps": a, "pktgen_pps": b,
+                "difference": diff, "margin": CROSSCHECK_MARGIN,
+            })).collect::<Vec<_>>(),
             "notes": self.notes,
+        })
+    }
+}
+
+/// The scenario for `sluice bench`: reads `frame_sizes` and `seconds` from the parameters.
+pub struct ForwardingScenario;
+
+impl crate::harness::Scenario for ForwardingScenario {
+    fn name(&self) -> &'static str {
+        "forwarding"
+    }
+
+    fn about(&self) -> &'static str {
+        "pod to pod on one node: sluice (AF_PACKET V2/V3, TAP) next to kernel routing; packets/s (trafgen and pktgen), no-drop rate, latency, CPU, memory"
+    }
+
+    fn params(&self) -> &'static str {
+        "--frame-sizes (default 64,1500; quick 64), --seconds (default 10; quick 1)"
+    }
+
+    fn run(&self, ctx: &crate::harness::Ctx) -> Result<crate::harness::Section, String> {
+        let mut opts = if ctx.quick {
+            Options::quick()
+        } else {
+            Options::default()
+        };
+        if let Some(s) = ctx.params.seconds {
+            opts.seconds = s;
+        }
+        if let Some(sizes) = &ctx.params.frame_sizes {
+            opts.sizes = sizes.clone();
+        }
+        let report = run(&ctx.sluice_bin, &opts)?;
+        Ok(crate::harness::Section {
+            markdown: report.to_markdown(),
+            json: report.to_json(),
+            figures: report.figures(),
         })
     }
 }
@@ -2006,18 +2378,24 @@ mod tests {
                 latency: latency.clone(),
                 throughput: vec![row(99.0, 100.0, Some(99.0))],
                 idle_cpu_percent: Some(0.0),
+                pktgen: None,
+                engine_rss_kib: Some((4096, 5000)),
             },
             DeviceResult {
                 device: Device::SluiceAfPacketV3,
                 latency: v3,
                 throughput: vec![row(40.0, 90.0, Some(40.0))],
                 idle_cpu_percent: Some(0.1),
+                pktgen: None,
+                engine_rss_kib: None,
             },
             DeviceResult {
                 device: Device::Kernel,
                 latency,
                 throughput: vec![row(0.0, 1.0, None)],
                 idle_cpu_percent: None,
+                pktgen: None,
+                engine_rss_kib: None,
             },
         ];
         let opts = Options::default();
@@ -2088,33 +2466,4 @@ mod tests {
             .contains("no MAC for port v3-c"));
         assert!(port_mac(&json!({}), "x").unwrap_err().contains("no ports"));
     }
-}
-
-/// `sluice bench forwarding`: run with `sluice_bin`, print the Markdown report, and with `out`
-/// also write `forwarding.md` and `forwarding.json` there.
-pub fn cli(
-    sluice_bin: &Path,
-    quick: bool,
-    seconds: Option<u64>,
-    out: Option<&Path>,
-) -> Result<(), String> {
-    let mut opts = if quick {
-        Options::quick()
-    } else {
-        Options::default()
-    };
-    if let Some(s) = seconds {
-        opts.seconds = s;
-    }
-    let report = run(sluice_bin, &opts).map_err(|e| format!("forwarding benchmark: {e}"))?;
-    let md = report.to_markdown();
-    print!("{md}");
-    if let Some(dir) = out {
-        let json = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
-        std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(dir.join("forwarding.md"), &md))
-            .and_then(|()| std::fs::write(dir.join("forwarding.json"), json + "\n"))
-            .map_err(|e| format!("writing {}: {e}", dir.display()))?;
-    }
-    Ok(())
 }

@@ -7,9 +7,12 @@
 //! measurement of programming time ([`programming_times`]): loading N services into a fresh
 //! namespace, then applying one endpoint change; and the throughput of the kernel doing the
 //! service NAT ([`throughput`]): gen -> dut -> sink namespaces on veth pairs, the DUT kernel
-//! forwarding with the rules loaded, pktgen sending 60-byte UDP frames to the last service's
-//! VIP as fast as the path takes them (one flow, or a new flow per packet), the sink's
-//! receiver counting what was DNATed to it.
+//! forwarding with the rules loaded, pktgen sending UDP frames of a chosen size (60..=1500,
+//! [`Traffic`]) to the last service's VIP (with a chosen number of endpoints per service) as
+//! fast as the path takes them (one flow, or a new flow per packet), the sink's receiver
+//! counting what was DNATed to it; and what the flows cost the DUT's connection tracking
+//! ([`ConntrackCost`], [`conntrack_cost`]): new entries per second, `nf_conntrack_max`, the
+//! entry size from `/proc/slabinfo` and the slab growth per entry.
 //!
 //! On veth a frame is forwarded by the DUT and received by the sink in the *sender's* softirq,
 //! on the generator's core: the generator's rate is the rate of the whole path (sent ==
@@ -28,7 +31,10 @@
 //! with the nodeports rule. A service chain marks traffic from outside [`CLUSTER_CIDR`] for
 //! masquerade, then jumps to endpoint `i` of `n` with `-m statistic --mode random
 //! --probability 1/(n-i)` (`%0.10f`, as kube-proxy prints it; the last one without). An
-//! endpoint chain marks hairpin traffic and DNATs. Like kube-proxy the file is loaded with
+//! endpoint chain marks hairpin traffic and DNATs. Above [`LARGE_CLUSTER_ENDPOINTS`]
+//! endpoints in total kube-proxy's "large cluster mode" drops the comments of the jumps to the
+//! endpoint chains and of the endpoint chains' rules; so do we (at 10k services of one
+//! endpoint the input is ~20% smaller). Like kube-proxy the file is loaded with
 //! `iptables-restore --noflush --counters`; unlike kube-proxy, which adds them with separate
 //! `iptables` calls, the jumps from the built-in chains are in the same file (so
 //! [`iptables_rules`] is meant for a namespace without kube-proxy rules).
@@ -40,6 +46,24 @@
 //! endpoint with `numgen random mod N vmap { 0 : goto endpoint-..., ... }`; each endpoint
 //! chain `endpoint-<8>-..__<ip>/<port>` does `dnat to IP:PORT`. Masquerade as in kube-proxy
 //! (`mark-for-masquerade`, `masquerading` from `nat-postrouting`).
+//!
+//! # Why loading is slow at 10k services (measured 2026-12, kernel 6.18, nft 1.0.6,
+//! iptables 1.8.9, 1 endpoint per service)
+//! - `nft -f` spends >95% of its time in the kernel, on costs per *anonymous set*: every
+//!   service chain's `numgen random mod N vmap { ... }` is one, as in kube-proxy. For each the
+//!   kernel walks the whole transaction (`__nft_set_trans_bind`, `nft_set_lookup_global`) and
+//!   every set of the table to name it `__mapN` (`nf_tables_newset`), so a full load grows
+//!   with services squared or worse (1k: 0.23 s, 2k: 0.64 s, 5k: 3.7 s, 10k: 17-36 s,
+//!   20k: 209 s; the spread is the shared machine).
+//!   Dropping the `flush chain` of new chains, merging the `add element`s, kube-proxy's own
+//!   per-service order (chains, map element, then rules), or a file instead of stdin change
+//!   nothing measurable, so the input stays as kube-proxy writes it (it adds and flushes
+//!   every chain it writes, `ensureChain`, on full syncs too).
+//! - `iptables-restore` (nf_tables backend) with `--noflush`, as kube-proxy runs it, spends
+//!   ~90% of its time in user space, mostly `strcmp` in its chain cache (10k: 16-23 s, 20k:
+//!   186 s); without `--noflush` the same input loads ten times faster, and with the chain
+//!   declarations sorted by name three times faster. kube-proxy declares chains in Go map
+//!   order, as unsorted as our hashed names, so our input stays as it is.
 //!
 //! Only the NAT path of ClusterIP services is generated (no filter table, no NodePorts, no
 //! firewall or no-endpoint sets): that is the path a packet to a VIP takes.
@@ -183,8 +207,9 @@ pub fn iptables_rules(services: &[Service]) -> String {
          -A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING\n",
     );
     iptables_top_rules(&mut out, services);
+    let comments = !large_cluster_mode(services);
     for svc in services {
-        iptables_service_rules(&mut out, svc);
+        iptables_service_rules(&mut out, svc, comments);
     }
     out.push_str("COMMIT\n");
     out
@@ -213,8 +238,20 @@ fn iptables_top_rules(out: &mut String, services: &[Service]) {
     );
 }
 
-/// A service's KUBE-SVC chain and its KUBE-SEP chains.
-fn iptables_service_rules(out: &mut String, svc: &Service) {
+/// kube-proxy's iptables mode switches to "large cluster mode" above this many endpoints in
+/// total (`largeClusterEndpointsThreshold`): it then leaves out the per-endpoint comments
+/// (`appendServiceCommentLocked`) to make the ruleset smaller and faster to load.
+pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
+
+/// Whether kube-proxy would be in large cluster mode with `services`.
+pub fn large_cluster_mode(services: &[Service]) -> bool {
+    services.iter().map(|s| s.endpoints.len()).sum::<usize>() > LARGE_CLUSTER_ENDPOINTS
+}
+
+/// A service's KUBE-SVC chain and its KUBE-SEP chains. Without `comments` (large cluster
+/// mode) the jumps to the endpoints and the endpoint chains' rules carry no comment, as
+/// kube-proxy writes them; the masquerade rule keeps its "cluster IP" comment.
+fn iptables_service_rules(out: &mut String, svc: &Service, comments: bool) {
     let name = svc.port_name();
     let chain = svc.svc_chain();
     out.push_str(&format!(
@@ -224,25 +261,31 @@ fn iptables_service_rules(out: &mut String, svc: &Service) {
     let n = svc.endpoints.len();
     for (i, &ep) in svc.endpoints.iter().enumerate() {
         let sep = svc.sep_chain(ep);
-        if i + 1 < n {
+        out.push_str(&format!("-A {chain} "));
+        if comments {
             out.push_str(&format!(
-                "-A {chain} -m comment --comment \"{name} -> {}:{}\" -m statistic --mode random --probability {:.10} -j {sep}\n",
-                ep.0,
-                ep.1,
-                1.0 / (n - i) as f64
-            ));
-        } else {
-            out.push_str(&format!(
-                "-A {chain} -m comment --comment \"{name} -> {}:{}\" -j {sep}\n",
+                "-m comment --comment \"{name} -> {}:{}\" ",
                 ep.0, ep.1
             ));
         }
+        if i + 1 < n {
+            out.push_str(&format!(
+                "-m statistic --mode random --probability {:.10} ",
+                1.0 / (n - i) as f64
+            ));
+        }
+        out.push_str(&format!("-j {sep}\n"));
     }
+    let comment = if comments {
+        format!("-m comment --comment {name} ")
+    } else {
+        String::new()
+    };
     for &ep in &svc.endpoints {
         let sep = svc.sep_chain(ep);
         out.push_str(&format!(
-            "-A {sep} -m comment --comment {name} -s {}/32 -j KUBE-MARK-MASQ\n\
-             -A {sep} -m comment --comment {name} -m udp -p udp -j DNAT --to-destination {}:{}\n",
+            "-A {sep} {comment}-s {}/32 -j KUBE-MARK-MASQ\n\
+             -A {sep} {comment}-m udp -p udp -j DNAT --to-destination {}:{}\n",
             ep.0, ep.0, ep.1
         ));
     }
@@ -280,7 +323,7 @@ pub fn iptables_change(services: &[Service], index: usize, new: &Service) -> Opt
         out.push_str(&format!(":{chain} - [0:0]\n"));
     }
     iptables_top_rules(&mut out, &after);
-    iptables_service_rules(&mut out, new);
+    iptables_service_rules(&mut out, new, !large_cluster_mode(&after));
     for chain in &stale {
         out.push_str(&format!("-X {chain}\n"));
     }
@@ -442,7 +485,7 @@ pub fn iptables_version() -> Result<String, String> {
 /// command took, from spawn to exit (what kube-proxy waits for). A failure carries stderr.
 pub fn apply(ns: &Netns, kind: Kind, input: &str) -> Result<Duration, String> {
     let (program, args) = kind.command();
-    ns.run(|| {
+    in_netns(ns, || {
         let start = Instant::now();
         let mut child = Command::new(program)
             .args(args)
@@ -474,7 +517,7 @@ pub fn apply(ns: &Netns, kind: Kind, input: &str) -> Result<Duration, String> {
             ));
         }
         write.map(|()| took)
-    })
+    })?
 }
 
 /// Programming times of one ruleset.
@@ -537,9 +580,86 @@ pub const DUT_SINK_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 1);
 /// The sink, where every endpoint lives.
 pub const SINK_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 10);
 
+/// Smallest frame [`throughput`] sends (the Ethernet minimum without FCS).
+pub const MIN_FRAME: usize = crate::pktgen::MIN_FRAME;
+/// Largest frame [`throughput`] sends: a full 1500-byte-MTU frame is 1514 bytes, but the
+/// scenario's sizes are the usual 60..=1500 of the RFC 2544 style sweeps.
+pub const MAX_FRAME: usize = 1500;
+/// The most endpoints a service can have here (their ports count up from
+/// [`ENDPOINT_PORT_BASE`]).
+pub const MAX_ENDPOINTS: usize = (u16::MAX - ENDPOINT_PORT_BASE) as usize;
+/// Below this many new conntrack entries, bytes per flow are not computed (slab and
+/// `/proc/meminfo` noise from the rest of the machine would dominate).
+pub const MIN_ENTRIES_FOR_BYTES: u64 = 1000;
+/// The conntrack slab cache's name in `/proc/slabinfo` and `/sys/kernel/slab`.
+pub const CONNTRACK_SLAB: &str = "nf_conntrack";
+
+/// What [`throughput`] sends and how its services look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    /// Ethernet frame size without FCS, [`MIN_FRAME`]`..=`[`MAX_FRAME`].
+    pub frame_size: usize,
+    /// Endpoints of every service, `1..=`[`MAX_ENDPOINTS`] (all on the sink, ports
+    /// [`ENDPOINT_PORT_BASE`] + e).
+    pub endpoints_per_service: usize,
+}
+
+impl Default for Traffic {
+    /// 60-byte frames, one endpoint per service.
+    fn default() -> Traffic {
+        Traffic {
+            frame_size: MIN_FRAME,
+            endpoints_per_service: 1,
+        }
+    }
+}
+
+impl Traffic {
+    /// Checked: `frame_size` in [`MIN_FRAME`]`..=`[`MAX_FRAME`], `endpoints_per_service` in
+    /// `1..=`[`MAX_ENDPOINTS`].
+    pub fn new(frame_size: usize, endpoints_per_service: usize) -> Result<Traffic, String> {
+        let t = Traffic {
+            frame_size,
+            endpoints_per_service,
+        };
+        t.check().map(|()| t)
+    }
+
+    /// `self` with another frame size (unchecked until used).
+    pub fn frame(self, frame_size: usize) -> Traffic {
+        Traffic { frame_size, ..self }
+    }
+
+    /// `self` with another number of endpoints per service (unchecked until used).
+    pub fn endpoints(self, endpoints_per_service: usize) -> Traffic {
+        Traffic {
+            endpoints_per_service,
+            ..self
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(MIN_FRAME..=MAX_FRAME).contains(&self.frame_size) {
+            return Err(format!(
+                "frame size {} is outside {MIN_FRAME}..={MAX_FRAME}",
+                self.frame_size
+            ));
+        }
+        if !(1..=MAX_ENDPOINTS).contains(&self.endpoints_per_service) {
+            return Err(format!(
+                "{} endpoints per service: 1..={MAX_ENDPOINTS} are possible",
+                self.endpoints_per_service
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// gen (eth0) -> (g0) dut (s0) -> (eth0) sink, veth pairs; the DUT kernel forwards
 /// (ip_forward=1, rp_filter=0, a permanent neighbour entry for the sink); the sink drops the
 /// UDP datagrams at its netdev ingress hook (after the receiver's AF_PACKET tap saw them).
+/// Dropping it (or an error half-way through [`Topology::build`]) removes the namespaces and
+/// with them the veths, rules and conntrack entries.
 pub struct Topology {
     pub gen: Netns,
     pub dut: Netns,
@@ -548,7 +668,18 @@ pub struct Topology {
     dut_mac: [u8; 6],
 }
 
+/// One run of [`Topology::measure`]: what was sent and received, and the DUT's conntrack
+/// table before and after.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub sent: GenReport,
+    pub received: RecvReport,
+    pub conntrack: ConntrackCost,
+}
+
 impl Topology {
+    /// Builds the three namespaces. On an error, what was built is removed (the [`Netns`]
+    /// values made so far are dropped, and the veths live inside them).
     pub fn build() -> Result<Topology, String> {
         let e = |e: std::io::Error| e.to_string();
         let gen = Netns::new("kp-gen").map_err(e)?;
@@ -601,22 +732,31 @@ impl Topology {
         })
     }
 
-    /// Sends UDP to `vip:SERVICE_PORT` from the generator as fast as possible for `duration`
-    /// with `flows`, while the sink's receiver counts what arrives.
+    /// Sends `frame_size`-byte UDP frames to `vip:SERVICE_PORT` from the generator as fast as
+    /// possible for `duration` with `flows`, while the sink's receiver counts what arrives;
+    /// the DUT's conntrack table is looked at right before and right after the generator.
     pub fn measure(
         &self,
         vip: Ipv4Addr,
         flows: FlowPattern,
+        frame_size: usize,
         duration: Duration,
-    ) -> Result<(GenReport, RecvReport), String> {
+    ) -> Result<Measurement, String> {
+        if !(MIN_FRAME..=MAX_FRAME).contains(&frame_size) {
+            return Err(format!(
+                "frame size {frame_size} is outside {MIN_FRAME}..={MAX_FRAME}"
+            ));
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
         let rcfg = RecvConfig {
             ifname: "eth0".to_string(),
-            duration: duration + Duration::from_secs(5),
+            duration: duration.saturating_add(Duration::from_secs(5)),
             expect_dst_port: None,
         };
         let rx_stop = Arc::clone(&stop);
+        // A panic on the receiver's thread (entering the namespace) surfaces as an Err from
+        // join below, and drops ready_tx, which ends the wait for it.
         let rx = self.sink.spawn(move || -> Result<RecvReport, String> {
             let mut r = match Receiver::open(&rcfg) {
                 Ok(r) => r,
@@ -640,24 +780,209 @@ impl Topology {
             src_ip: GEN_IP,
             dst_ip: vip,
             dst_port: SERVICE_PORT,
-            frame_size: crate::pktgen::MIN_FRAME,
+            frame_size,
             rate_pps: None,
             duration,
             count: None,
             flows,
             proto: Proto::Udp,
         };
+        let before = ConntrackSnapshot::take(&self.dut);
         let sent = ready.and_then(|()| {
-            self.gen
-                .run(|| generate(&gcfg))
-                .map_err(|e| format!("generator: {e}"))
+            in_netns(&self.gen, || generate(&gcfg))
+                .and_then(|r| r.map_err(|e| format!("generator: {e}")))
         });
+        let after = ConntrackSnapshot::take(&self.dut);
         std::thread::sleep(Duration::from_millis(300));
         stop.store(true, Ordering::Relaxed);
         let received = rx
             .join()
-            .map_err(|_| "receiver thread panicked".to_string())?;
-        Ok((sent?, received?))
+            .map_err(|_| "receiver thread panicked".to_string())
+            .and_then(|r| r);
+        let sent = sent?;
+        let received = received?;
+        let conntrack = ConntrackCost::between(
+            &before,
+            &after,
+            read_u64(&self.dut, "net.netfilter.nf_conntrack_max"),
+            slab_merged(CONNTRACK_SLAB),
+            sent.elapsed,
+        );
+        Ok(Measurement {
+            sent,
+            received,
+            conntrack,
+        })
+    }
+}
+
+/// Runs `f` in `ns` ([`Netns::run`]); a panic there (failing to enter the namespace) becomes
+/// an `Err` naming the namespace instead of unwinding into the caller.
+fn in_netns<R: Send>(ns: &Netns, f: impl FnOnce() -> R + Send) -> Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ns.run(f))).map_err(|p| {
+        let why = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".to_string());
+        format!("in {}: {why}", ns.name())
+    })
+}
+
+fn read_u64(ns: &Netns, key: &str) -> Option<u64> {
+    ns.read_sysctl(key).ok().and_then(|s| s.trim().parse().ok())
+}
+
+/// One line of `/proc/slabinfo` (SLUB: `active_objs` counts objects in per-CPU slabs as
+/// active, so it runs a little ahead of the objects really in use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlabInfo {
+    pub active_objs: u64,
+    pub num_objs: u64,
+    /// Bytes per object, padding and metadata included: the kernel's entry size.
+    pub objsize: u64,
+}
+
+/// The line of cache `name` in a `/proc/slabinfo` text (`None` if absent or malformed).
+pub fn parse_slabinfo(text: &str, name: &str) -> Option<SlabInfo> {
+    text.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        if f.next()? != name {
+            return None;
+        }
+        let mut num = || f.next().and_then(|x| x.parse::<u64>().ok());
+        Some(SlabInfo {
+            active_objs: num()?,
+            num_objs: num()?,
+            objsize: num()?,
+        })
+    })
+}
+
+/// The value of `key` (e.g. `Slab`) in a `/proc/meminfo` text, in kB.
+pub fn parse_meminfo_kb(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, rest) = line.split_once(':')?;
+        if k.trim() != key {
+            return None;
+        }
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Whether slab cache `name` is merged with others (SLUB): its `/sys/kernel/slab` entry is
+/// then a symlink to the shared cache, or the cache lists aliases. `None` if unknown.
+pub fn slab_merged(name: &str) -> Option<bool> {
+    let path = std::path::Path::new("/sys/kernel/slab").join(name);
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if meta.file_type().is_symlink() {
+        return Some(true);
+    }
+    let aliases = std::fs::read_to_string(path.join("aliases")).ok()?;
+    aliases.trim().parse::<u64>().ok().map(|n| n > 0)
+}
+
+/// The DUT's conntrack table at one moment: its entry count (per namespace) and the
+/// machine-wide memory that holds entries (the `nf_conntrack` slab, `Slab:` of
+/// `/proc/meminfo`). Fields are `None` when unreadable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConntrackSnapshot {
+    pub count: Option<u64>,
+    pub slab: Option<SlabInfo>,
+    pub meminfo_slab_kb: Option<u64>,
+}
+
+impl ConntrackSnapshot {
+    /// Reads `nf_conntrack_count` in `dut`, `/proc/slabinfo` and `/proc/meminfo`.
+    pub fn take(dut: &Netns) -> ConntrackSnapshot {
+        ConntrackSnapshot {
+            count: read_u64(dut, "net.netfilter.nf_conntrack_count"),
+            slab: std::fs::read_to_string("/proc/slabinfo")
+                .ok()
+                .and_then(|t| parse_slabinfo(&t, CONNTRACK_SLAB)),
+            meminfo_slab_kb: std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|t| parse_meminfo_kb(&t, "Slab")),
+        }
+    }
+}
+
+/// What the flows of one run cost the DUT kernel's connection tracking.
+///
+/// Entries live for `nf_conntrack_udp_timeout` (30 s unreplied) after their last packet, so
+/// `new_entries` is the count's growth net of entries that expired during the run (none if
+/// the previous run in this DUT ended more than 30 s earlier; [`throughput`] runs its
+/// patterns back to back, so put the new-flow pattern first or alone for exact numbers).
+/// Slab and `/proc/meminfo` are machine-wide: other work on the machine adds noise, which is
+/// why bytes per flow need at least [`MIN_ENTRIES_FOR_BYTES`] new entries.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ConntrackCost {
+    /// `nf_conntrack_count` in the DUT before and after the generator ran.
+    pub count_before: Option<u64>,
+    pub count_after: Option<u64>,
+    /// `nf_conntrack_max` (machine-wide; new flows are dropped once the count reaches it).
+    pub max: Option<u64>,
+    /// The count reached `max` during the run: flows were dropped, rates are capped.
+    pub at_max: bool,
+    /// Growth of the count.
+    pub new_entries: u64,
+    /// `new_entries` / generator time.
+    pub flows_per_sec: f64,
+    /// `objsize` of the `nf_conntrack` slab: the kernel's `struct nf_conn` with padding.
+    pub entry_size: Option<u64>,
+    /// The `nf_conntrack` slab shares its cache with others (then its object counts include
+    /// theirs, and `slab_bytes_per_flow` is less trustworthy).
+    pub slab_merged: Option<bool>,
+    /// Growth of the `nf_conntrack` slab's active objects × objsize / `new_entries`.
+    pub slab_bytes_per_flow: Option<f64>,
+    /// Growth of `Slab:` in `/proc/meminfo` / `new_entries`: the entry, its extensions
+    /// (NAT, ...) from kmalloc caches and whole slab pages.
+    pub meminfo_bytes_per_flow: Option<f64>,
+}
+
+impl ConntrackCost {
+    /// The cost between two snapshots around a generator run of `elapsed`.
+    pub fn between(
+        before: &ConntrackSnapshot,
+        after: &ConntrackSnapshot,
+        max: Option<u64>,
+        slab_merged: Option<bool>,
+        elapsed: Duration,
+    ) -> ConntrackCost {
+        let new_entries = match (before.count, after.count) {
+            (Some(b), Some(a)) => a.saturating_sub(b),
+            _ => 0,
+        };
+        let secs = elapsed.as_secs_f64();
+        let per_flow = |grown: Option<f64>| {
+            grown
+                .filter(|_| new_entries >= MIN_ENTRIES_FOR_BYTES)
+                .map(|g| g / new_entries as f64)
+        };
+        let slab_grown = before
+            .slab
+            .zip(after.slab)
+            .map(|(b, a)| (a.active_objs as f64 - b.active_objs as f64) * a.objsize as f64);
+        let meminfo_grown = before
+            .meminfo_slab_kb
+            .zip(after.meminfo_slab_kb)
+            .map(|(b, a)| (a as f64 - b as f64) * 1024.0);
+        ConntrackCost {
+            count_before: before.count,
+            count_after: after.count,
+            max,
+            at_max: matches!((after.count, max), (Some(c), Some(m)) if m > 0 && c >= m),
+            new_entries,
+            flows_per_sec: if secs > 0.0 {
+                new_entries as f64 / secs
+            } else {
+                0.0
+            },
+            entry_size: after.slab.or(before.slab).map(|s| s.objsize),
+            slab_merged,
+            slab_bytes_per_flow: per_flow(slab_grown),
+            meminfo_bytes_per_flow: per_flow(meminfo_grown),
+        }
     }
 }
 
@@ -666,6 +991,8 @@ impl Topology {
 pub struct ThroughputRow {
     pub kind: Kind,
     pub services: usize,
+    pub endpoints_per_service: usize,
+    pub frame_size: usize,
     pub flows: FlowPattern,
     /// What the generator sent, and its rate.
     pub sent: u64,
@@ -675,20 +1002,25 @@ pub struct ThroughputRow {
     pub delivered_pps: f64,
     /// The DUT's `nf_conntrack_count` after the run (None if unreadable).
     pub conntrack_count: Option<u64>,
+    /// What the run's flows cost the DUT's conntrack table.
+    pub conntrack: ConntrackCost,
     /// Loading the rules into the DUT.
     pub load: Duration,
 }
 
-/// Builds a [`Topology`], loads `n` services (one endpoint each, on the sink) into the DUT
-/// with `kind`, and measures each of `patterns` for `duration` towards the *last* service's
-/// VIP (matched after n-1 other rules in iptables' KUBE-SERVICES).
+/// Builds a [`Topology`], loads `n` services (`traffic.endpoints_per_service` endpoints each,
+/// all on the sink) into the DUT with `kind`, and measures each of `patterns` for `duration`
+/// with `traffic.frame_size`-byte frames towards the *last* service's VIP (matched after n-1
+/// other rules in iptables' KUBE-SERVICES). The namespaces are removed when it returns.
 pub fn throughput(
     kind: Kind,
     n: usize,
+    traffic: Traffic,
     patterns: &[FlowPattern],
     duration: Duration,
 ) -> Result<Vec<ThroughputRow>, String> {
-    let svcs = services(n.max(1), 1, SINK_IP);
+    traffic.check()?;
+    let svcs = services(n.max(1), traffic.endpoints_per_service, SINK_IP);
     let vip = svcs
         .last()
         .map(|s| s.vip)
@@ -697,36 +1029,52 @@ pub fn throughput(
     let load = apply(&topo.dut, kind, &kind.rules(&svcs))?;
     let mut rows = Vec::with_capacity(patterns.len());
     for &flows in patterns {
-        let (g, r) = topo.measure(vip, flows, duration)?;
-        let secs = g.elapsed.as_secs_f64();
+        let m = topo.measure(vip, flows, traffic.frame_size, duration)?;
+        let secs = m.sent.elapsed.as_secs_f64();
         rows.push(ThroughputRow {
             kind,
             services: svcs.len(),
+            endpoints_per_service: traffic.endpoints_per_service,
+            frame_size: traffic.frame_size,
             flows,
-            sent: g.sent,
-            sent_pps: g.pps,
-            received: r.received,
+            sent: m.sent.sent,
+            sent_pps: m.sent.pps,
+            received: m.received.received,
             delivered_pps: if secs > 0.0 {
-                r.received as f64 / secs
+                m.received.received as f64 / secs
             } else {
                 0.0
             },
-            conntrack_count: topo
-                .dut
-                .read_sysctl("net.netfilter.nf_conntrack_count")
-                .ok()
-                .and_then(|s| s.parse().ok()),
+            conntrack_count: m.conntrack.count_after,
+            conntrack: m.conntrack,
             load,
         });
     }
     Ok(rows)
 }
 
-/// A Markdown table of throughput rows.
+/// The conntrack scale of the kernel: a fresh DUT with `n` services of `kind`, one run of a
+/// new flow per packet for `duration`; the row's [`ConntrackCost`] says how many flows per
+/// second the kernel created, how big an entry is, and whether `nf_conntrack_max` was hit.
+pub fn conntrack_cost(
+    kind: Kind,
+    n: usize,
+    traffic: Traffic,
+    duration: Duration,
+) -> Result<ThroughputRow, String> {
+    throughput(kind, n, traffic, &[FlowPattern::NewPerPacket], duration)?
+        .pop()
+        .ok_or_else(|| "conntrack_cost: no row".to_string())
+}
+
+/// A Markdown table of throughput rows, with their conntrack cost.
 pub fn throughput_table(rows: &[ThroughputRow]) -> String {
     let mut out = String::from(
-        "| kind | services | flows | sent kpps | delivered kpps | loss | conntrack entries | rules load |\n|---|---|---|---|---|---|---|---|\n",
+        "| kind | services | endpoints | frame | flows | sent kpps | delivered kpps | loss | conntrack entries | new flows/s | conntrack max | entry size | slab B/flow | Slab: B/flow | rules load |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
+    let opt = |v: Option<u64>| v.map_or_else(|| "?".to_string(), |c| c.to_string());
+    let bytes = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |b| format!("{b:.0}"));
     for r in rows {
         let loss = if r.sent > 0 {
             100.0 * (1.0 - r.received as f64 / r.sent as f64)
@@ -738,14 +1086,33 @@ pub fn throughput_table(rows: &[ThroughputRow]) -> String {
             FlowPattern::NewPerPacket => "new per packet".to_string(),
             FlowPattern::RoundRobin(k) => format!("{k} round robin"),
         };
+        let ct = &r.conntrack;
+        let entries = format!(
+            "{}{}",
+            opt(r.conntrack_count),
+            if ct.at_max { " (at max)" } else { "" }
+        );
+        let entry_size = format!(
+            "{}{}",
+            opt(ct.entry_size),
+            if ct.slab_merged == Some(true) {
+                " (merged slab)"
+            } else {
+                ""
+            }
+        );
         out.push_str(&format!(
-            "| {} | {} | {flows} | {:.1} | {:.1} | {loss:.1}% | {} | {:.2} s |\n",
+            "| {} | {} | {} | {} | {flows} | {:.1} | {:.1} | {loss:.1}% | {entries} | {:.0} | {} | {entry_size} | {} | {} | {:.2} s |\n",
             r.kind.name(),
             r.services,
+            r.endpoints_per_service,
+            r.frame_size,
             r.sent_pps / 1e3,
             r.delivered_pps / 1e3,
-            r.conntrack_count
-                .map_or_else(|| "?".to_string(), |c| c.to_string()),
+            ct.flows_per_sec,
+            opt(ct.max),
+            bytes(ct.slab_bytes_per_flow),
+            bytes(ct.meminfo_bytes_per_flow),
             r.load.as_secs_f64()
         ));
     }
@@ -862,6 +1229,42 @@ mod tests {
     }
 
     #[test]
+    fn iptables_large_cluster_mode_drops_endpoint_comments_like_kube_proxy() {
+        // 1000 endpoints in total: comments kept; 1001: dropped (kube-proxy's `>` threshold).
+        let small = services(500, 2, SINK);
+        assert!(!large_cluster_mode(&small));
+        let text = iptables_rules(&small);
+        let sep = small[0].sep_chain((SINK, 9000));
+        assert!(text.contains(&format!(
+            "-A {sep} -m comment --comment bench/svc-10-96-0-1:p80 -s 10.244.2.10/32 -j KUBE-MARK-MASQ\n"
+        )));
+        let big = services(1001, 1, SINK);
+        assert!(large_cluster_mode(&big));
+        let text = iptables_rules(&big);
+        let sep = big[0].sep_chain((SINK, 9000));
+        let svc = big[0].svc_chain();
+        assert!(text.contains(&format!(
+            "-A {sep} -s 10.244.2.10/32 -j KUBE-MARK-MASQ\n-A {sep} -m udp -p udp -j DNAT --to-destination 10.244.2.10:9000\n"
+        )), "{}", &text[..2000.min(text.len())]);
+        assert!(text.contains(&format!("-A {svc} -j {sep}\n")));
+        // The masquerade and KUBE-SERVICES rules keep theirs; so does the partial sync's input.
+        assert_eq!(text.matches("cluster IP\" ").count(), 2002);
+        let change = iptables_change(&big, 3, &changed(&big[3])).unwrap_or_default();
+        assert!(
+            change.contains("-j DNAT --to-destination 10.244.2.10:10000\n"),
+            "{change}"
+        );
+        assert!(!change.contains(" -> "), "{change}");
+        let three = services(1000, 3, SINK);
+        let text = iptables_rules(&three);
+        assert!(text.contains(&format!(
+            "-A {} -m statistic --mode random --probability 0.3333333333 -j {}\n",
+            three[0].svc_chain(),
+            three[0].sep_chain((SINK, 9000))
+        )));
+    }
+
+    #[test]
     fn iptables_change_rewrites_the_service_and_drops_the_old_endpoint() {
         let s = services(3, 2, SINK);
         let new = changed(&s[1]);
@@ -923,6 +1326,167 @@ mod tests {
         )));
         assert!(!text.contains(&s[1].nft_svc_chain()));
         assert_eq!(nft_change(&s, 2, &new), None);
+    }
+
+    const SLABINFO: &str = "slabinfo - version: 2.1\n\
+# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>\n\
+nf_conntrack_expect      0      0    208   19    1 : tunables    0    0    0 : slabdata      0      0      0\n\
+nf_conntrack        4096   4112    256   16    1 : tunables    0    0    0 : slabdata    257    257      0\n";
+
+    #[test]
+    fn slabinfo_and_meminfo_parse_the_named_line_only() {
+        assert_eq!(
+            parse_slabinfo(SLABINFO, "nf_conntrack"),
+            Some(SlabInfo {
+                active_objs: 4096,
+                num_objs: 4112,
+                objsize: 256
+            })
+        );
+        assert_eq!(
+            parse_slabinfo(SLABINFO, "nf_conntrack_expect").map(|s| s.objsize),
+            Some(208)
+        );
+        assert_eq!(parse_slabinfo(SLABINFO, "nf_conn"), None);
+        assert_eq!(
+            parse_slabinfo("nf_conntrack 1 x 256\n", "nf_conntrack"),
+            None
+        );
+        let meminfo = "MemTotal:       24000000 kB\nSlab:             176308 kB\nSReclaimable:      50000 kB\n";
+        assert_eq!(parse_meminfo_kb(meminfo, "Slab"), Some(176_308));
+        assert_eq!(parse_meminfo_kb(meminfo, "SUnreclaim"), None);
+        assert_eq!(parse_meminfo_kb("Slab: lots kB\n", "Slab"), None);
+    }
+
+    fn snap(count: u64, active: u64, slab_kb: u64) -> ConntrackSnapshot {
+        ConntrackSnapshot {
+            count: Some(count),
+            slab: Some(SlabInfo {
+                active_objs: active,
+                num_objs: active,
+                objsize: 256,
+            }),
+            meminfo_slab_kb: Some(slab_kb),
+        }
+    }
+
+    #[test]
+    fn conntrack_cost_divides_growth_by_new_entries() {
+        let c = ConntrackCost::between(
+            &snap(1, 100, 1000),
+            &snap(20_001, 20_100, 1000 + 20_000 * 400 / 1024),
+            Some(262_144),
+            Some(false),
+            Duration::from_secs(2),
+        );
+        assert_eq!(c.new_entries, 20_000);
+        assert!((c.flows_per_sec - 10_000.0).abs() < 1e-6, "{c:?}");
+        assert_eq!(c.entry_size, Some(256));
+        assert_eq!(c.slab_bytes_per_flow, Some(256.0));
+        let m = c.meminfo_bytes_per_flow.unwrap_or(0.0);
+        assert!((m - 400.0).abs() < 1.0, "{c:?}");
+        assert!(!c.at_max);
+        // At the table's max: flagged.
+        let full = ConntrackCost::between(
+            &snap(0, 0, 0),
+            &snap(65_536, 65_536, 0),
+            Some(65_536),
+            None,
+            Duration::from_secs(1),
+        );
+        assert!(full.at_max, "{full:?}");
+        // Too few entries for bytes per flow; a shrinking count is no growth; no time, no rate.
+        let few = ConntrackCost::between(
+            &snap(10, 0, 0),
+            &snap(500, 490, 100),
+            None,
+            None,
+            Duration::ZERO,
+        );
+        assert_eq!((few.new_entries, few.flows_per_sec), (490, 0.0));
+        assert_eq!(few.slab_bytes_per_flow, None);
+        assert_eq!(few.meminfo_bytes_per_flow, None);
+        let shrunk = ConntrackCost::between(
+            &snap(5000, 0, 0),
+            &snap(10, 0, 0),
+            None,
+            None,
+            Duration::from_secs(1),
+        );
+        assert_eq!(shrunk.new_entries, 0);
+        let unknown = ConntrackCost::between(
+            &ConntrackSnapshot::default(),
+            &ConntrackSnapshot::default(),
+            None,
+            None,
+            Duration::from_secs(1),
+        );
+        assert_eq!((unknown.new_entries, unknown.entry_size), (0, None));
+    }
+
+    #[test]
+    fn traffic_is_checked() {
+        assert_eq!(
+            Traffic::default(),
+            Traffic {
+                frame_size: 60,
+                endpoints_per_service: 1
+            }
+        );
+        assert!(Traffic::new(1500, 4).is_ok());
+        let err = Traffic::new(59, 1).err().unwrap_or_default();
+        assert!(err.contains("frame size 59"), "{err}");
+        assert!(Traffic::new(1501, 1).is_err());
+        assert!(Traffic::new(60, 0).is_err());
+        assert!(Traffic::new(60, MAX_ENDPOINTS + 1).is_err());
+        let t = Traffic::default().frame(512).endpoints(3);
+        assert_eq!((t.frame_size, t.endpoints_per_service), (512, 3));
+        // throughput refuses a bad size before building anything.
+        let err = throughput(
+            Kind::Nftables,
+            1,
+            Traffic::default().frame(9000),
+            &[FlowPattern::One],
+            Duration::from_millis(1),
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(err.contains("frame size 9000"), "{err}");
+    }
+
+    #[test]
+    fn throughput_table_shows_conntrack_cost() {
+        let row = ThroughputRow {
+            kind: Kind::Nftables,
+            services: 10,
+            endpoints_per_service: 2,
+            frame_size: 1500,
+            flows: FlowPattern::NewPerPacket,
+            sent: 1000,
+            sent_pps: 50_000.0,
+            received: 900,
+            delivered_pps: 45_000.0,
+            conntrack_count: Some(65_536),
+            conntrack: ConntrackCost {
+                max: Some(65_536),
+                at_max: true,
+                flows_per_sec: 32_768.0,
+                entry_size: Some(256),
+                slab_merged: Some(true),
+                slab_bytes_per_flow: Some(261.4),
+                meminfo_bytes_per_flow: None,
+                ..ConntrackCost::default()
+            },
+            load: Duration::from_millis(250),
+        };
+        let table = throughput_table(&[row]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert_eq!(lines[0].matches('|').count(), lines[2].matches('|').count());
+        assert_eq!(
+            lines[2],
+            "| nftables | 10 | 2 | 1500 | new per packet | 50.0 | 45.0 | 10.0% | 65536 (at max) | 32768 | 65536 | 256 (merged slab) | 261 | - | 0.25 s |"
+        );
     }
 
     #[test]

@@ -5,7 +5,11 @@
 
 pub mod demo;
 pub mod forwarding;
+pub mod harness;
 pub mod kube_proxy;
 pub mod pktgen;
+pub mod plot;
+pub mod rate;
+pub mod services;
 pub mod testbed;
 pub mod traffic;
