@@ -41,7 +41,7 @@ fn quick_run_writes_json_markdown_and_plots_for_every_scenario() {
     assert_eq!(json["quick"], true);
     assert_eq!(json["errors"].as_array().map(Vec::len), Some(0), "{json}");
     let scenarios = json["scenarios"].as_object().expect("scenarios");
-    for name in ["forwarding", "services"] {
+    for name in ["forwarding", "overlay", "services"] {
         assert!(scenarios.contains_key(name), "{name} missing: {json}");
         let md = std::fs::read_to_string(dir.0.join(format!("{name}.md"))).expect(name);
         assert!(md.starts_with("## "), "{name}.md: {md}");
@@ -57,6 +57,23 @@ fn quick_run_writes_json_markdown_and_plots_for_every_scenario() {
         );
         assert!(
             d["pktgen"]["searches"][0]["search"]["max"]["delivered"].as_u64() > Some(0),
+            "{name}: {d}"
+        );
+    }
+
+    // Overlay: sluice VXLAN, sluice UDP and the kernel's VXLAN all carried TCP and UDP across
+    // the two nodes.
+    let ov = scenarios["overlay"]["report"]["devices"]
+        .as_array()
+        .expect("overlay devices");
+    let names: Vec<&str> = ov.iter().filter_map(|d| d["device"].as_str()).collect();
+    assert_eq!(names, ["sluice-vxlan", "sluice-udp", "kernel-vxlan"]);
+    for d in ov {
+        let name = d["device"].as_str().unwrap_or("?");
+        assert!(d["tcp_mbit_per_s"].as_f64() > Some(0.0), "{name}: {d}");
+        assert!(d["latency"]["received"].as_u64() > Some(0), "{name}: {d}");
+        assert!(
+            d["searches"][0]["search"]["max"]["delivered"].as_u64() > Some(0),
             "{name}: {d}"
         );
     }
@@ -86,6 +103,7 @@ fn quick_run_writes_json_markdown_and_plots_for_every_scenario() {
     for (file, must) in [
         ("forwarding-pps.svg", "kernel"),
         ("forwarding-no-drop.svg", "sluice-tap"),
+        ("overlay-loss.svg", "kernel-vxlan"),
         ("services-pps-one.svg", "kernel-nftables"),
         ("services-pps-new.svg", "kernel-iptables-legacy"),
         ("services-programming.svg", "kernel-iptables"),
@@ -128,7 +146,7 @@ fn bad_parameters_are_refused_with_the_reason() {
         .expect("running sluice");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    for s in ["forwarding", "services", "--services"] {
+    for s in ["forwarding", "overlay", "services", "--services"] {
         assert!(stdout.contains(s), "{stdout}");
     }
 }

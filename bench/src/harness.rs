@@ -106,6 +106,7 @@ pub trait Scenario {
 pub fn scenarios() -> Vec<Box<dyn Scenario>> {
     vec![
         Box::new(crate::forwarding::ForwardingScenario),
+        Box::new(crate::overlay::OverlayScenario),
         Box::new(crate::services::ServicesScenario),
     ]
 }

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod forwarding;
 pub mod harness;
 pub mod kube_proxy;
+pub mod overlay;
 pub mod pktgen;
 pub mod plot;
 pub mod rate;

@@ -16,6 +16,11 @@
 //!   drops whatever arrives on them in its raw prerouting (ip, ip6) and arp input hooks, so a
 //!   passing test proves the engine, not the node kernel, moved the packet.
 //! - Pods keep the kernel's default offloads (checksum offload, TSO/GSO): the engine must cope.
+//! - Overlay clusters ([`Cluster::build_overlay`]): the nodes' `ul0` meet on one veth pair (2
+//!   nodes) or on a bridge in an `underlay` namespace (3 or more); a sluice node's `ul0` is
+//!   the engine's, like its pod ports; a kernel node ([`DataplaneDef::Kernel`]) is set up as
+//!   flannel's VXLAN backend sets a node up, with no engine. Pods get the pod MTU.
+//! - [`Capture`] and [`tshark_fields`] let a test hand what crossed a link to tshark.
 //!
 //! Engines are started with `PR_SET_PDEATHSIG = SIGKILL`, so a test process killed outright does
 //! not leave engines spinning. The signal follows the *thread* that started the engine: build
@@ -425,6 +430,18 @@ impl PodDef {
     }
 }
 
+/// What moves a node's packets: the sluice engine, or (in overlay clusters only) the node's own
+/// kernel set up as flannel's VXLAN backend sets a node up (a real interoperability peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataplaneDef {
+    #[default]
+    Sluice,
+    /// No engine: `ip_forward=1`, the underlay address on `ul0`, a `flannel.1` VXLAN device with
+    /// flannel's routes, neighbour and FDB entries for every other node; pods on veth pairs
+    /// routed by the kernel. VXLAN overlays only; afpacket pods only (a veth each).
+    Kernel,
+}
+
 /// A node of a cluster to build: its pods' gateway is the first host of `pod_cidr`.
 #[derive(Debug, Clone)]
 pub struct NodeDef {
@@ -432,6 +449,7 @@ pub struct NodeDef {
     /// `a.b.c.d/len`.
     pub pod_cidr: String,
     pub pods: Vec<PodDef>,
+    pub dataplane: DataplaneDef,
 }
 
 impl NodeDef {
@@ -440,12 +458,168 @@ impl NodeDef {
             name: name.to_string(),
             pod_cidr: pod_cidr.to_string(),
             pods,
+            dataplane: DataplaneDef::Sluice,
+        }
+    }
+
+    /// The same node run by its kernel's VXLAN device instead of sluice ([`DataplaneDef::Kernel`]).
+    pub fn kernel(mut self) -> NodeDef {
+        self.dataplane = DataplaneDef::Kernel;
+        self
+    }
+}
+
+/// The encapsulation of an overlay cluster (the cluster file's `cluster.overlay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlayModeDef {
+    /// VXLAN (RFC 7348), flannel's `vxlan` backend.
+    Vxlan,
+    /// flannel's `udp` backend: the inner IPv4 packet is the UDP payload.
+    Udp,
+}
+
+impl OverlayModeDef {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OverlayModeDef::Vxlan => "vxlan",
+            OverlayModeDef::Udp => "udp",
+        }
+    }
+
+    /// Bytes the encapsulation costs an IPv4 packet: 50 (VXLAN), 28 (UDP).
+    pub fn mtu_overhead(&self) -> u16 {
+        let n = match self {
+            OverlayModeDef::Vxlan => encap::vxlan::MTU_OVERHEAD,
+            OverlayModeDef::Udp => encap::udp_encap::MTU_OVERHEAD,
+        };
+        // 50 and 28 fit.
+        n as u16
+    }
+
+    /// The default tunnel port: 8472 (VXLAN, as flannel and Linux), 8285 (UDP, as flannel).
+    pub fn default_port(&self) -> u16 {
+        match self {
+            OverlayModeDef::Vxlan => encap::vxlan::DEFAULT_PORT,
+            OverlayModeDef::Udp => encap::udp_encap::DEFAULT_PORT,
         }
     }
 }
 
-/// Parses `a.b.c.d/len` and returns its first host (the network address + 1).
-fn first_host(cidr: &str) -> io::Result<Ipv4Addr> {
+/// An overlay between the nodes of a cluster. `None` fields are left out of the cluster file,
+/// so the control plane's defaults apply; the `effective_*` methods say what those are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayDef {
+    pub mode: OverlayModeDef,
+    /// VXLAN only (default 1).
+    pub vni: Option<u32>,
+    /// Default [`OverlayModeDef::default_port`].
+    pub port: Option<u16>,
+    /// VXLAN only (default true).
+    pub udp_checksum: Option<bool>,
+    /// The underlay MTU, also set on every underlay link.
+    pub mtu: u16,
+}
+
+impl OverlayDef {
+    /// VXLAN with the defaults (VNI 1, port 8472, UDP checksums) on a 1500-byte underlay.
+    pub fn vxlan() -> OverlayDef {
+        OverlayDef {
+            mode: OverlayModeDef::Vxlan,
+            vni: None,
+            port: None,
+            udp_checksum: None,
+            mtu: 1500,
+        }
+    }
+
+    /// flannel-style UDP (port 8285) on a 1500-byte underlay.
+    pub fn udp() -> OverlayDef {
+        OverlayDef {
+            mode: OverlayModeDef::Udp,
+            ..OverlayDef::vxlan()
+        }
+    }
+
+    /// The MTU pods get: the underlay MTU less the encapsulation overhead (1450 VXLAN, 1472 UDP
+    /// on a 1500-byte underlay).
+    pub fn pod_mtu(&self) -> u16 {
+        self.mtu.saturating_sub(self.mode.mtu_overhead())
+    }
+
+    pub fn effective_vni(&self) -> u32 {
+        self.vni.unwrap_or(1)
+    }
+
+    pub fn effective_port(&self) -> u16 {
+        self.port.unwrap_or(self.mode.default_port())
+    }
+
+    pub fn effective_udp_checksum(&self) -> bool {
+        self.mode == OverlayModeDef::Vxlan && self.udp_checksum.unwrap_or(true)
+    }
+
+    fn validate(&self) -> io::Result<()> {
+        if self.mode == OverlayModeDef::Udp && (self.vni.is_some() || self.udp_checksum.is_some()) {
+            return Err(invalid(
+                "overlay: vni and udp_checksum are VXLAN settings (mode udp)".to_string(),
+            ));
+        }
+        if self.vni.is_some_and(|v| v > encap::vxlan::VNI_MAX) {
+            return Err(invalid(format!(
+                "overlay: vni {:?} does not fit 24 bits",
+                self.vni
+            )));
+        }
+        if self.port == Some(0) {
+            return Err(invalid("overlay: port 0".to_string()));
+        }
+        // An IPv4 host must take 68-byte packets (RFC 791).
+        if self.pod_mtu() < 68 || self.mtu > 9000 {
+            return Err(invalid(format!(
+                "overlay: underlay mtu {} leaves a pod MTU of {} (want mtu in {}..=9000)",
+                self.mtu,
+                self.pod_mtu(),
+                68 + self.mode.mtu_overhead()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The underlay interface of every node of an overlay cluster (the engine's uplink, or the
+/// kernel VTEP's lower device).
+pub const UPLINK: &str = "ul0";
+/// The bridge of the underlay namespace (clusters of 3 or more nodes).
+pub const UNDERLAY_BRIDGE: &str = "br0";
+/// The kernel node's VXLAN device, named as flannel names it.
+pub const KERNEL_VTEP: &str = "flannel.1";
+/// The underlay subnet: node `i` (0-based, in definition order) is `192.168.100.(i+1)/24`.
+pub const UNDERLAY_CIDR: &str = "192.168.100.0/24";
+const UNDERLAY_PREFIX_LEN: u8 = 24;
+/// At most this many nodes fit the underlay /24.
+const UNDERLAY_MAX_NODES: usize = 253;
+
+/// Node `i`'s underlay address.
+fn underlay_ip(i: usize) -> Ipv4Addr {
+    // i < 253 (validated).
+    Ipv4Addr::new(192, 168, 100, (i + 1) as u8)
+}
+
+/// A node's VTEP MAC, as the control plane derives it when the cluster file gives none.
+pub fn default_vtep_mac(node: &str) -> [u8; 6] {
+    dataplane::port::derived_mac(&format!("vtep/{node}"))
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Parses `a.b.c.d/len` (len 0..=30) and returns its network address and prefix length.
+fn network_of(cidr: &str) -> io::Result<(Ipv4Addr, u32)> {
     let bad = || {
         invalid(format!(
             "bad pod_cidr {cidr:?} (want a.b.c.d/len, len 0..=30)"
@@ -458,7 +632,13 @@ fn first_host(cidr: &str) -> io::Result<Ipv4Addr> {
         return Err(bad());
     }
     let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-    Ok(Ipv4Addr::from((u32::from(addr) & mask) | 1))
+    Ok((Ipv4Addr::from(u32::from(addr) & mask), len))
+}
+
+/// Parses `a.b.c.d/len` and returns its first host (the network address + 1).
+fn first_host(cidr: &str) -> io::Result<Ipv4Addr> {
+    let (net, _) = network_of(cidr)?;
+    Ok(Ipv4Addr::from(u32::from(net) | 1))
 }
 
 /// Node and pod names go into namespace names, file names and the cluster file.
@@ -517,6 +697,8 @@ struct TapPod {
     ifname: String,
     ip: Ipv4Addr,
     gateway: Ipv4Addr,
+    /// The pod MTU of an overlay cluster.
+    mtu: Option<u16>,
 }
 
 #[derive(Debug, Default)]
@@ -525,17 +707,21 @@ struct EngineState {
     child: Option<Child>,
 }
 
-/// A node of a built [`Cluster`]: its namespace and its engine.
+/// A node of a built [`Cluster`]: its namespace and its engine (none for a kernel node).
 #[derive(Debug)]
 pub struct NodeHandle {
     name: String,
     pod_cidr: String,
     gateway: Ipv4Addr,
+    dataplane: DataplaneDef,
+    /// Overlay clusters only.
+    underlay: Option<Underlay>,
     netns: Netns,
     admin_socket: PathBuf,
     config_path: PathBuf,
     log_path: PathBuf,
-    /// Interfaces of this namespace the engine owns (host ends of afpacket pods).
+    /// Interfaces of this namespace the engine owns (host ends of afpacket pods, then the
+    /// uplink); empty on a kernel node.
     engine_ifaces: Vec<String>,
     taps: Vec<TapPod>,
     engine: Mutex<EngineState>,
@@ -559,6 +745,27 @@ impl NodeHandle {
         &self.netns
     }
 
+    pub fn dataplane(&self) -> DataplaneDef {
+        self.dataplane
+    }
+
+    /// The node's underlay address (overlay clusters only): configured on `ul0` of a kernel
+    /// node, only written to the cluster file for a sluice node (whose engine answers for it).
+    pub fn underlay_ip(&self) -> Option<Ipv4Addr> {
+        self.underlay.map(|u| u.ip)
+    }
+
+    /// The node's VTEP MAC (overlay clusters only): the inner destination MAC of VXLAN frames
+    /// to it; the MAC of `flannel.1` on a kernel node.
+    pub fn vtep_mac(&self) -> Option<[u8; 6]> {
+        self.underlay.map(|u| u.vtep_mac)
+    }
+
+    /// The node's underlay interface, [`UPLINK`] (overlay clusters only).
+    pub fn uplink(&self) -> Option<&'static str> {
+        self.underlay.map(|_| UPLINK)
+    }
+
     pub fn admin_socket(&self) -> &Path {
         &self.admin_socket
     }
@@ -572,7 +779,8 @@ impl NodeHandle {
         &self.log_path
     }
 
-    /// Interfaces of the node namespace that the engine owns (the host ends of afpacket pods).
+    /// Interfaces of the node namespace that the engine owns (the host ends of afpacket pods,
+    /// then the uplink `ul0` in an overlay cluster); none on a kernel node.
     pub fn engine_interfaces(&self) -> &[String] {
         &self.engine_ifaces
     }
@@ -624,6 +832,12 @@ impl NodeHandle {
     /// Fails if an engine already runs, if no binary was given yet ([`Cluster::start_engines`]),
     /// if the engine exits first (the error carries its log) or is not ready within 20 s.
     pub fn start_engine(&self) -> io::Result<()> {
+        if self.dataplane == DataplaneDef::Kernel {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("node {}: a kernel node runs no engine", self.name),
+            ));
+        }
         let mut st = lock(&self.engine);
         if let Some(child) = st.child.as_mut() {
             if child.try_wait()?.is_none() {
@@ -760,7 +974,23 @@ fn configure_tap(tap: &TapPod) -> io::Result<()> {
         }
         std::thread::sleep(READY_POLL);
     }
-    configure_pod_if(&tap.netns, &tap.ifname, tap.ip, tap.gateway)
+    configure_pod_if(&tap.netns, &tap.ifname, tap.ip, tap.gateway)?;
+    if let Some(mtu) = tap.mtu {
+        set_mtu(&tap.netns, &tap.ifname, mtu)?;
+    }
+    Ok(())
+}
+
+fn set_mtu(ns: &Netns, ifname: &str, mtu: u16) -> io::Result<()> {
+    ns.ip(&["link", "set", "dev", ifname, "mtu", &mtu.to_string()])
+        .map(drop)
+}
+
+/// A node's place on the underlay of an overlay cluster.
+#[derive(Debug, Clone, Copy)]
+struct Underlay {
+    ip: Ipv4Addr,
+    vtep_mac: [u8; 6],
 }
 
 /// Configures a pod's interface as every pod of a [`Cluster`] is: `IP/32` on the interface,
@@ -847,8 +1077,11 @@ impl PodHandle {
 pub struct Cluster {
     name: String,
     config_path: PathBuf,
+    overlay: Option<OverlayDef>,
     nodes: Vec<NodeHandle>,
     pods: Vec<PodHandle>,
+    /// The bridge namespace of an overlay of 3 or more nodes.
+    underlay: Option<Netns>,
     dir: TempDir,
 }
 
@@ -866,28 +1099,81 @@ impl Cluster {
     /// `eth0` addressed and routed in the pod; tap: nothing until an engine runs), and the
     /// cluster file. On error, whatever was built is removed.
     pub fn build_network_only(nodes: Vec<NodeDef>) -> io::Result<Cluster> {
-        validate(&nodes)?;
+        Cluster::build_inner(None, nodes)
+    }
+
+    /// A cluster whose nodes are joined by an overlay: [`Cluster::build_overlay_network_only`],
+    /// then the engines of the sluice nodes (kernel nodes run none).
+    pub fn build_overlay(
+        sluice_bin: &Path,
+        overlay: OverlayDef,
+        nodes: Vec<NodeDef>,
+    ) -> io::Result<Cluster> {
+        let mut cluster = Cluster::build_overlay_network_only(overlay, nodes)?;
+        cluster.start_engines(sluice_bin)?;
+        Ok(cluster)
+    }
+
+    /// Everything [`Cluster::build_network_only`] builds, plus the underlay and the overlay:
+    /// - 2 nodes: one veth pair, [`UPLINK`] in each node namespace; 3 or more: an `underlay`
+    ///   namespace with a bridge [`UNDERLAY_BRIDGE`] and a veth per node ([`UPLINK`] in the
+    ///   node, `u<i>` enslaved to the bridge). Every underlay link gets the overlay's MTU.
+    /// - Node `i` has underlay address `192.168.100.(i+1)/24` and VTEP MAC
+    ///   [`default_vtep_mac`], both written to the cluster file; on a sluice node `ul0` holds
+    ///   no address and is one of the engine's interfaces (raw drop in the node kernel).
+    /// - Pods' interfaces get the pod MTU ([`OverlayDef::pod_mtu`]).
+    /// - Kernel nodes ([`DataplaneDef::Kernel`]) are set up as flannel's VXLAN backend does.
+    ///
+    /// Needs at least 2 nodes; kernel nodes need a VXLAN overlay and afpacket pods.
+    pub fn build_overlay_network_only(
+        overlay: OverlayDef,
+        nodes: Vec<NodeDef>,
+    ) -> io::Result<Cluster> {
+        Cluster::build_inner(Some(overlay), nodes)
+    }
+
+    fn build_inner(overlay: Option<OverlayDef>, nodes: Vec<NodeDef>) -> io::Result<Cluster> {
+        validate(&nodes, overlay.as_ref())?;
         let dir = TempDir::new()?;
         let id = next_id();
         let mut cluster = Cluster {
             name: format!("t{}x{id}", std::process::id()),
             config_path: dir.0.join("cluster.yaml"),
+            overlay,
             nodes: Vec::new(),
             pods: Vec::new(),
+            underlay: None,
             dir,
         };
-        for def in &nodes {
-            cluster.add_node(def)?;
+        for (i, def) in nodes.iter().enumerate() {
+            cluster.add_node(i, def)?;
+        }
+        if let Some(overlay) = cluster.overlay.clone() {
+            cluster.build_underlay(&overlay)?;
+            for node in &cluster.nodes {
+                if node.dataplane == DataplaneDef::Kernel {
+                    setup_kernel_vtep(node, &cluster.nodes, &overlay)?;
+                }
+            }
+        }
+        for node in &cluster.nodes {
+            install_raw_drop(&node.netns, &node.engine_ifaces, &cluster.dir.0)?;
         }
         let yaml = cluster.yaml()?;
         fs::write(&cluster.config_path, yaml)?;
         Ok(cluster)
     }
 
-    fn add_node(&mut self, def: &NodeDef) -> io::Result<()> {
+    fn add_node(&mut self, index: usize, def: &NodeDef) -> io::Result<()> {
         let gateway = first_host(&def.pod_cidr)?;
+        let kernel = def.dataplane == DataplaneDef::Kernel;
+        let pod_mtu = self.overlay.as_ref().map(OverlayDef::pod_mtu);
         let netns = Netns::new(&def.name)?;
-        setup_node_kernel(&netns)?;
+        if kernel {
+            setup_kernel_node(&netns)?;
+        } else {
+            setup_node_kernel(&netns)?;
+        }
         let admin_socket = self.dir.0.join(format!("{}.sock", def.name));
         // sockaddr_un.sun_path is 108 bytes, NUL included.
         if admin_socket.as_os_str().len() >= 108 {
@@ -900,6 +1186,11 @@ impl Cluster {
             name: def.name.clone(),
             pod_cidr: def.pod_cidr.clone(),
             gateway,
+            dataplane: def.dataplane,
+            underlay: self.overlay.as_ref().map(|_| Underlay {
+                ip: underlay_ip(index),
+                vtep_mac: default_vtep_mac(&def.name),
+            }),
             netns,
             admin_socket,
             config_path: self.config_path.clone(),
@@ -915,7 +1206,26 @@ impl Cluster {
                     let host = short_ifname("v", &pod.name);
                     veth(&netns, "eth0", &node.netns, &host)?;
                     configure_pod_if(&netns, "eth0", pod.ip, gateway)?;
-                    node.engine_ifaces.push(host.clone());
+                    if let Some(mtu) = pod_mtu {
+                        // The host end keeps 1500: the veth would otherwise drop what a
+                        // misconfigured pod sends before anyone could answer it.
+                        set_mtu(&netns, "eth0", mtu)?;
+                    }
+                    if kernel {
+                        // As bench::forwarding's KernelTopo: the gateway /32 on the host end,
+                        // a /32 route per pod.
+                        node.netns
+                            .ip(&["addr", "add", &format!("{gateway}/32"), "dev", &host])?;
+                        node.netns.ip(&[
+                            "route",
+                            "add",
+                            &format!("{}/32", pod.ip),
+                            "dev",
+                            &host,
+                        ])?;
+                    } else {
+                        node.engine_ifaces.push(host.clone());
+                    }
                     ("eth0".to_string(), Some(host))
                 }
                 PortKindDef::Tap => {
@@ -925,6 +1235,7 @@ impl Cluster {
                         ifname: tap.clone(),
                         ip: pod.ip,
                         gateway,
+                        mtu: pod_mtu,
                     });
                     (tap, None)
                 }
@@ -941,8 +1252,61 @@ impl Cluster {
                 netns,
             });
         }
-        install_raw_drop(&node.netns, &node.engine_ifaces, &self.dir.0)?;
         self.nodes.push(node);
+        Ok(())
+    }
+
+    /// The links between the nodes' `ul0` (see [`Cluster::build_overlay_network_only`]).
+    fn build_underlay(&mut self, overlay: &OverlayDef) -> io::Result<()> {
+        let mtu = overlay.mtu.to_string();
+        if let [a, b] = self.nodes.as_slice() {
+            veth(&a.netns, UPLINK, &b.netns, UPLINK)?;
+        } else {
+            let ns = Netns::new("underlay")?;
+            // Nothing of its own on the underlay: no IPv6 link-local chatter from the bridge.
+            disable_ipv6(&ns)?;
+            ns.ip(&["link", "add", UNDERLAY_BRIDGE, "type", "bridge"])?;
+            ns.ip(&["link", "set", UNDERLAY_BRIDGE, "mtu", &mtu])?;
+            ns.ip(&["link", "set", UNDERLAY_BRIDGE, "up"])?;
+            for (i, node) in self.nodes.iter().enumerate() {
+                let port = format!("u{i}");
+                veth(&node.netns, UPLINK, &ns, &port)?;
+                ns.ip(&["link", "set", &port, "mtu", &mtu])?;
+                ns.ip(&["link", "set", &port, "master", UNDERLAY_BRIDGE])?;
+            }
+            self.underlay = Some(ns);
+        }
+        for node in &mut self.nodes {
+            node.netns.ip(&["link", "set", UPLINK, "mtu", &mtu])?;
+            match node.dataplane {
+                DataplaneDef::Sluice => node.engine_ifaces.push(UPLINK.to_string()),
+                DataplaneDef::Kernel => {
+                    let ip = node.underlay_ip().unwrap_or(Ipv4Addr::UNSPECIFIED);
+                    node.netns.ip(&[
+                        "addr",
+                        "add",
+                        &format!("{ip}/{UNDERLAY_PREFIX_LEN}"),
+                        "dev",
+                        UPLINK,
+                    ])?;
+                    // ul0 stands for a real NIC, which would segment the kernel's GSO tunnel
+                    // super-frames (SKB_GSO_UDP_TUNNEL) on the wire; a veth hands them over
+                    // whole, and the peer engine's AF_PACKET socket with PACKET_VNET_HDR cannot
+                    // represent them (the kernel drops them there). So tunnel segmentation is
+                    // done in software before ul0, as the NIC would have. (Checksums left
+                    // CHECKSUM_PARTIAL are fine: the engine completes them.)
+                    node.netns.exec_ok(&[
+                        "ethtool",
+                        "-K",
+                        UPLINK,
+                        "tx-udp_tnl-segmentation",
+                        "off",
+                        "tx-udp_tnl-csum-segmentation",
+                        "off",
+                    ])?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -957,13 +1321,28 @@ impl Cluster {
         }
         // Absolute, because `ip netns exec` runs it from wherever we are.
         let bin = fs::canonicalize(sluice_bin)?;
-        for node in &self.nodes {
+        let sluice_nodes = || {
+            self.nodes
+                .iter()
+                .filter(|n| n.dataplane == DataplaneDef::Sluice)
+        };
+        for node in sluice_nodes() {
             lock(&node.engine).bin = Some(bin.clone());
         }
-        for node in &self.nodes {
+        for node in sluice_nodes() {
             node.start_engine()?;
         }
         Ok(())
+    }
+
+    /// The overlay, if the cluster has one.
+    pub fn overlay(&self) -> Option<&OverlayDef> {
+        self.overlay.as_ref()
+    }
+
+    /// The namespace holding the underlay bridge (overlay clusters of 3 or more nodes).
+    pub fn underlay_netns(&self) -> Option<&Netns> {
+        self.underlay.as_ref()
     }
 
     /// The cluster's name in its file (`t<pid>x<n>`).
@@ -1018,6 +1397,20 @@ impl Cluster {
         let _ = writeln!(y, "cluster:");
         let _ = writeln!(y, "  name: {}", self.name);
         let _ = writeln!(y, "  cluster_cidr: {CLUSTER_CIDR}");
+        if let Some(o) = &self.overlay {
+            let _ = writeln!(y, "  overlay:");
+            let _ = writeln!(y, "    mode: {}", o.mode.as_str());
+            if let Some(vni) = o.vni {
+                let _ = writeln!(y, "    vni: {vni}");
+            }
+            if let Some(port) = o.port {
+                let _ = writeln!(y, "    port: {port}");
+            }
+            if let Some(c) = o.udp_checksum {
+                let _ = writeln!(y, "    udp_checksum: {c}");
+            }
+            let _ = writeln!(y, "    mtu: {}", o.mtu);
+        }
         let _ = writeln!(y, "nodes:");
         for node in &self.nodes {
             let sock = node.admin_socket.to_str().ok_or_else(|| {
@@ -1026,9 +1419,21 @@ impl Cluster {
             let _ = writeln!(y, "  - name: {}", node.name);
             let _ = writeln!(y, "    pod_cidr: {}", node.pod_cidr);
             let _ = writeln!(y, "    gateway: {}", node.gateway);
-            let _ = writeln!(y, "    admin_socket: {}", q(sock)?);
+            if node.dataplane == DataplaneDef::Kernel {
+                // No engine, no admin socket.
+                let _ = writeln!(y, "    dataplane: kernel");
+            } else {
+                let _ = writeln!(y, "    admin_socket: {}", q(sock)?);
+            }
+            if let Some(u) = node.underlay {
+                let _ = writeln!(y, "    underlay:");
+                let _ = writeln!(y, "      interface: {}", q(UPLINK)?);
+                let _ = writeln!(y, "      address: {}/{UNDERLAY_PREFIX_LEN}", u.ip);
+                let _ = writeln!(y, "      vtep_mac: {}", q(&mac_string(u.vtep_mac))?);
+            }
             let pods: Vec<&PodHandle> = self.pods.iter().filter(|p| p.node == node.name).collect();
-            if pods.is_empty() {
+            // A kernel node's pods are the kernel's business: no engine port to describe.
+            if pods.is_empty() || node.dataplane == DataplaneDef::Kernel {
                 let _ = writeln!(y, "    pods: []");
                 continue;
             }
@@ -1062,6 +1467,15 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             for node in &self.nodes {
+                if node.dataplane == DataplaneDef::Kernel {
+                    eprintln!(
+                        "---- kernel node {} ----\n{}---- end of kernel node {} ----",
+                        node.name,
+                        kernel_node_state(&node.netns),
+                        node.name
+                    );
+                    continue;
+                }
                 eprintln!(
                     "---- engine log of node {} ({}) ----\n{}---- end of log of {} ----",
                     node.name,
@@ -1078,27 +1492,186 @@ impl Drop for Cluster {
         }
         self.pods.clear();
         self.nodes.clear();
+        self.underlay = None;
         // `dir` is removed when the fields drop, after the namespaces.
     }
 }
 
-fn validate(nodes: &[NodeDef]) -> io::Result<()> {
+fn validate(nodes: &[NodeDef], overlay: Option<&OverlayDef>) -> io::Result<()> {
     let mut node_names = std::collections::HashSet::new();
     let mut pod_names = std::collections::HashSet::new();
+    if let Some(o) = overlay {
+        o.validate()?;
+        if !(2..=UNDERLAY_MAX_NODES).contains(&nodes.len()) {
+            return Err(invalid(format!(
+                "an overlay joins 2..={UNDERLAY_MAX_NODES} nodes, not {}",
+                nodes.len()
+            )));
+        }
+    }
     for node in nodes {
         check_name("node", &node.name)?;
         first_host(&node.pod_cidr)?;
         if !node_names.insert(node.name.as_str()) {
             return Err(invalid(format!("duplicate node name {:?}", node.name)));
         }
+        if node.dataplane == DataplaneDef::Kernel {
+            match overlay {
+                Some(o) if o.mode == OverlayModeDef::Vxlan => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "kernel node {:?}: a kernel node needs a VXLAN overlay (Cluster::build_overlay)",
+                        node.name
+                    )))
+                }
+            }
+        }
         for pod in &node.pods {
             check_name("pod", &pod.name)?;
             if !pod_names.insert(pod.name.as_str()) {
                 return Err(invalid(format!("duplicate pod name {:?}", pod.name)));
             }
+            if node.dataplane == DataplaneDef::Kernel && pod.kind != PortKindDef::AfPacket {
+                return Err(invalid(format!(
+                    "pod {:?} on kernel node {:?}: kernel nodes have veth (afpacket) pods only",
+                    pod.name, node.name
+                )));
+            }
         }
     }
     Ok(())
+}
+
+fn disable_ipv6(ns: &Netns) -> io::Result<()> {
+    if Path::new("/proc/sys/net/ipv6").exists() {
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+    }
+    Ok(())
+}
+
+/// A kernel node routes: forwarding on (read back); IPv6 off, as on a sluice node.
+fn setup_kernel_node(ns: &Netns) -> io::Result<()> {
+    for key in ["net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding"] {
+        ns.sysctl(key, "1")?;
+        let got = ns.read_sysctl(key)?;
+        if got != "1" {
+            return Err(io::Error::other(format!(
+                "netns {}: {key} reads {got:?} after setting 1",
+                ns.name()
+            )));
+        }
+    }
+    disable_ipv6(ns)
+}
+
+/// What flannel's VXLAN backend writes on a node (flannel `backend/vxlan`): its VTEP
+/// `flannel.1` (VNI, local underlay address, port, no learning, the node's VTEP MAC, the pod
+/// MTU) holding the network address of the node's pod CIDR as a /32, and for every other node
+/// a route to its pod CIDR via its network address on-link, a permanent neighbour entry giving
+/// that address the peer's VTEP MAC, and an FDB entry sending that MAC to the peer's underlay
+/// address.
+fn setup_kernel_vtep(
+    node: &NodeHandle,
+    all: &[NodeHandle],
+    overlay: &OverlayDef,
+) -> io::Result<()> {
+    let ns = &node.netns;
+    let Some(local) = node.underlay else {
+        return Err(invalid(format!("kernel node {}: no underlay", node.name)));
+    };
+    let (net, _) = network_of(&node.pod_cidr)?;
+    ns.ip(&[
+        "link",
+        "add",
+        KERNEL_VTEP,
+        "type",
+        "vxlan",
+        "id",
+        &overlay.effective_vni().to_string(),
+        "dev",
+        UPLINK,
+        "local",
+        &local.ip.to_string(),
+        "dstport",
+        &overlay.effective_port().to_string(),
+        "nolearning",
+    ])?;
+    ns.ip(&[
+        "link",
+        "set",
+        KERNEL_VTEP,
+        "address",
+        &mac_string(local.vtep_mac),
+        "mtu",
+        &overlay.pod_mtu().to_string(),
+    ])?;
+    ns.ip(&["link", "set", KERNEL_VTEP, "up"])?;
+    ns.ip(&["addr", "add", &format!("{net}/32"), "dev", KERNEL_VTEP])?;
+    for peer in all.iter().filter(|p| p.name != node.name) {
+        let Some(remote) = peer.underlay else {
+            return Err(invalid(format!("node {}: no underlay", peer.name)));
+        };
+        let (peer_net, _) = network_of(&peer.pod_cidr)?;
+        let peer_net = peer_net.to_string();
+        let peer_mac = mac_string(remote.vtep_mac);
+        ns.ip(&[
+            "route",
+            "add",
+            &peer.pod_cidr,
+            "via",
+            &peer_net,
+            "dev",
+            KERNEL_VTEP,
+            "onlink",
+        ])?;
+        ns.ip(&[
+            "neigh",
+            "add",
+            &peer_net,
+            "lladdr",
+            &peer_mac,
+            "dev",
+            KERNEL_VTEP,
+            "nud",
+            "permanent",
+        ])?;
+        ns.exec_ok(&[
+            "bridge",
+            "fdb",
+            "append",
+            &peer_mac,
+            "dev",
+            KERNEL_VTEP,
+            "dst",
+            &remote.ip.to_string(),
+        ])?;
+    }
+    Ok(())
+}
+
+/// A kernel node's links, addresses, routes, neighbours and FDB, for a failing test's output.
+fn kernel_node_state(ns: &Netns) -> String {
+    let mut out = String::new();
+    for argv in [
+        &["ip", "-d", "-s", "link", "show"][..],
+        &["ip", "addr", "show"],
+        &["ip", "route", "show"],
+        &["ip", "neigh", "show"],
+        &["bridge", "fdb", "show", "dev", KERNEL_VTEP],
+    ] {
+        let _ = writeln!(out, "$ {}", argv.join(" "));
+        match ns.exec(argv) {
+            Ok(o) => {
+                out.push_str(&String::from_utf8_lossy(&o.stdout));
+                out.push_str(&String::from_utf8_lossy(&o.stderr));
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{e}");
+            }
+        }
+    }
+    out
 }
 
 /// Forwarding off (set explicitly: a new namespace copies IPv4 settings from the root one) and
@@ -1116,11 +1689,7 @@ fn setup_node_kernel(ns: &Netns) -> io::Result<()> {
         }
     }
     ns.sysctl("net.ipv4.conf.default.forwarding", "0")?;
-    if Path::new("/proc/sys/net/ipv6").exists() {
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-    }
-    Ok(())
+    disable_ipv6(ns)
 }
 
 /// Name of the nft tables (families ip, ip6, arp) that drop what arrives on engine interfaces.
@@ -1177,6 +1746,175 @@ fn nft_available() -> bool {
             .status()
             .is_ok_and(|s| s.success())
     })
+}
+
+/// How long [`Capture::start`] waits for tcpdump to say it is listening.
+const CAPTURE_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `tcpdump` writing every frame of one interface (whole frames, `-s 0`) of a namespace
+/// to a pcap file, for an independent judge such as [`tshark_fields`]. Stopped (SIGINT, so
+/// the file is complete) by [`Capture::stop`]; killed on drop.
+#[derive(Debug)]
+pub struct Capture {
+    child: Option<Child>,
+    path: PathBuf,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+/// What tcpdump said when it stopped.
+#[derive(Debug, Clone)]
+pub struct CaptureStats {
+    pub path: PathBuf,
+    /// "N packets captured".
+    pub captured: u64,
+    /// "N packets dropped by kernel" (the capture missed them).
+    pub dropped_by_kernel: u64,
+    /// tcpdump's whole stderr.
+    pub log: String,
+}
+
+impl Capture {
+    /// Starts `tcpdump -i IFACE -n -s 0 -U -w PATH FILTER...` in `ns` and waits until it is
+    /// listening. `filter` is a pcap filter expression ("" for everything).
+    pub fn start(ns: &Netns, iface: &str, filter: &str, path: &Path) -> io::Result<Capture> {
+        check_ifname(iface)?;
+        let file = path
+            .to_str()
+            .ok_or_else(|| invalid(format!("non-UTF-8 path {}", path.display())))?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns.name(), "tcpdump", "-i", iface])
+            .args(["-n", "-s", "0", "-U", "-w", file])
+            .args(filter.split_whitespace())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("starting tcpdump on {iface}: {e}")))?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let pipe = child.stderr.take();
+        let log = Arc::clone(&stderr);
+        let reader = std::thread::spawn(move || {
+            let Some(pipe) = pipe else { return };
+            let mut tx = Some(tx);
+            for line in io::BufRead::lines(io::BufReader::new(pipe)).map_while(Result::ok) {
+                let listening = line.contains("listening on");
+                let mut l = lock(&log);
+                l.push_str(&line);
+                l.push('\n');
+                drop(l);
+                if listening {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        let mut capture = Capture {
+            child: Some(child),
+            path: path.to_path_buf(),
+            stderr,
+            reader: Some(reader),
+        };
+        if rx.recv_timeout(CAPTURE_READY_TIMEOUT).is_err() {
+            let log = capture.kill_and_log();
+            return Err(io::Error::other(format!(
+                "tcpdump on {iface} in {} did not start listening: {log}",
+                ns.name()
+            )));
+        }
+        Ok(capture)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn kill_and_log(&mut self) -> String {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        lock(&self.stderr).clone()
+    }
+
+    /// Stops tcpdump with SIGINT (it completes the file) and returns its statistics.
+    pub fn stop(mut self) -> io::Result<CaptureStats> {
+        let Some(mut child) = self.child.take() else {
+            return Err(io::Error::other("capture already stopped"));
+        };
+        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+            // SAFETY: `pid` is our own unreaped child (`ip netns exec` execs tcpdump in place),
+            // so the pid cannot have been reused.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        let status = loop {
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            if Instant::now() >= deadline {
+                child.kill()?;
+                break child.wait()?;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let log = lock(&self.stderr).clone();
+        if !status.success() {
+            return Err(io::Error::other(format!("tcpdump exited {status}: {log}")));
+        }
+        let count = |what: &str| {
+            log.lines()
+                .find(|l| l.ends_with(what))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(CaptureStats {
+            path: self.path.clone(),
+            captured: count("packets captured"),
+            dropped_by_kernel: count("packets dropped by kernel"),
+            log,
+        })
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.kill_and_log();
+    }
+}
+
+/// Decodes a pcap file with `tshark -r PATH ARGS... -T fields -e F1 -e F2 ...` and returns one
+/// row per frame, one string per field (tshark joins the values of a field that occurs more
+/// than once, e.g. in outer and inner headers, with ','). `args` carries decode-as rules and
+/// preferences (`-d udp.port==8472,vxlan`, `-o ip.check_checksum:TRUE`) and display filters.
+pub fn tshark_fields(path: &Path, args: &[&str], fields: &[&str]) -> io::Result<Vec<Vec<String>>> {
+    let file = path
+        .to_str()
+        .ok_or_else(|| invalid(format!("non-UTF-8 path {}", path.display())))?;
+    let mut argv = vec!["-r", file, "-n"];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["-T", "fields", "-E", "separator=/t", "-E", "occurrence=a"]);
+    argv.extend_from_slice(&["-E", "aggregator=,"]);
+    for f in fields {
+        argv.push("-e");
+        argv.push(f);
+    }
+    let out = run_cmd("tshark", &argv)?;
+    Ok(out
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect())
 }
 
 #[cfg(test)]

@@ -760,3 +760,420 @@ fn an_engine_that_exits_fails_the_build_with_its_log() {
         .collect();
     assert!(leaked.is_empty(), "{leaked:?}");
 }
+
+// ---- overlay clusters ------------------------------------------------------------------------
+
+use bench::testbed::{
+    default_vtep_mac, mac_string, DataplaneDef, OverlayDef, OverlayModeDef, KERNEL_VTEP,
+    UNDERLAY_BRIDGE, UPLINK,
+};
+
+/// `(ifindex, peer ifindex)` of a veth end, from `ip -o link` ("5: ul0@if4: ...").
+fn veth_ends(ns: &Netns, ifname: &str) -> (u32, u32) {
+    let line = ns.ip(&["-o", "link", "show", "dev", ifname]).unwrap();
+    let (index, rest) = line.split_once(": ").unwrap();
+    let name = rest.split(':').next().unwrap();
+    let peer = name.split_once("@if").unwrap_or_else(|| panic!("{line}")).1;
+    (index.trim().parse().unwrap(), peer.parse().unwrap())
+}
+
+fn mtu_of(ns: &Netns, ifname: &str) -> u64 {
+    let v: serde_json::Value =
+        serde_json::from_str(&ns.ip(&["-j", "link", "show", "dev", ifname]).unwrap()).unwrap();
+    v[0]["mtu"].as_u64().unwrap()
+}
+
+fn addrs_of(ns: &Netns, ifname: &str) -> String {
+    ns.ip(&["-o", "-4", "addr", "show", "dev", ifname])
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn overlay_two_nodes_share_one_veth_underlay() {
+    let cluster = Cluster::build_overlay_network_only(
+        OverlayDef::vxlan(),
+        vec![
+            NodeDef::new(
+                "node-1",
+                "10.244.1.0/24",
+                vec![
+                    PodDef::afpacket("a", ip(10, 244, 1, 10)),
+                    PodDef::tap("t", ip(10, 244, 1, 11)),
+                ],
+            ),
+            NodeDef::new(
+                "node-2",
+                "10.244.2.0/24",
+                vec![PodDef::afpacket("b", ip(10, 244, 2, 10))],
+            ),
+        ],
+    )
+    .unwrap();
+    assert!(cluster.underlay_netns().is_none(), "2 nodes need no bridge");
+    assert_eq!(cluster.overlay().unwrap().pod_mtu(), 1450);
+    let (n1, n2) = (cluster.node("node-1"), cluster.node("node-2"));
+    // ul0 <-> ul0: each end's peer is the other.
+    let (i1, p1) = veth_ends(n1.netns(), UPLINK);
+    let (i2, p2) = veth_ends(n2.netns(), UPLINK);
+    assert_eq!((p1, p2), (i2, i1));
+    for (i, n) in [n1, n2].into_iter().enumerate() {
+        assert_eq!(n.dataplane(), DataplaneDef::Sluice);
+        assert_eq!(n.uplink(), Some("ul0"));
+        assert_eq!(n.underlay_ip(), Some(ip(192, 168, 100, i as u8 + 1)));
+        assert_eq!(n.vtep_mac(), Some(default_vtep_mac(n.name())));
+        assert_eq!(
+            n.vtep_mac().unwrap(),
+            dataplane::port::derived_mac(&format!("vtep/{}", n.name()))
+        );
+        // The engine owns ul0: no address in the node kernel, forwarding off, raw drop on it.
+        assert_eq!(addrs_of(n.netns(), UPLINK), "");
+        assert_eq!(n.netns().read_sysctl("net.ipv4.ip_forward").unwrap(), "0");
+        assert_eq!(
+            n.engine_interfaces().last().map(String::as_str),
+            Some(UPLINK)
+        );
+        let raw = n
+            .netns()
+            .exec_ok(&["nft", "list", "table", "ip", RAW_TABLE])
+            .unwrap();
+        assert!(raw.contains("\"ul0\""), "{raw}");
+        assert_eq!(mtu_of(n.netns(), UPLINK), 1500);
+    }
+    assert_eq!(n1.engine_interfaces().len(), 2, "a's host end, then ul0");
+    // Pods get the pod MTU; the host end keeps 1500 (so a misconfigured pod's big frame
+    // reaches the engine, which answers it with fragmentation-needed).
+    let a = cluster.pod("a");
+    assert_eq!(mtu_of(a.netns(), "eth0"), 1450);
+    assert_eq!(mtu_of(n1.netns(), a.host_ifname().unwrap()), 1500);
+    // The cluster file carries the overlay and each node's underlay.
+    let yaml = std::fs::read_to_string(cluster.config_path()).unwrap();
+    for want in [
+        "  cluster_cidr: 10.244.0.0/16\n  overlay:\n    mode: vxlan\n    mtu: 1500\nnodes:\n"
+            .to_string(),
+        format!(
+            "    underlay:\n      interface: \"ul0\"\n      address: 192.168.100.1/24\n      vtep_mac: \"{}\"\n    pods:\n",
+            mac_string(n1.vtep_mac().unwrap())
+        ),
+        format!(
+            "    underlay:\n      interface: \"ul0\"\n      address: 192.168.100.2/24\n      vtep_mac: \"{}\"\n",
+            mac_string(n2.vtep_mac().unwrap())
+        ),
+    ] {
+        assert!(yaml.contains(&want), "missing {want:?} in\n{yaml}");
+    }
+    assert!(!yaml.contains("dataplane:"), "{yaml}");
+    // ... and the control plane reads it.
+    let loaded = control::config::load(cluster.config_path())
+        .unwrap_or_else(|e| panic!("the control plane refuses the overlay file: {e}\n{yaml}"));
+    assert_eq!(loaded.nodes.len(), 2);
+    assert_eq!(loaded.overlay.map(|o| o.pod_mtu()), Some(1450));
+    for (n, l) in [n1, n2].into_iter().zip(&loaded.nodes) {
+        let u = l.underlay.as_ref().expect("an underlay");
+        assert_eq!(u.address, n.underlay_ip().unwrap());
+        assert_eq!(u.interface.as_deref(), Some(UPLINK));
+        assert_eq!(u.vtep_mac, n.vtep_mac().unwrap());
+        assert_eq!(u.vtep_mac, control::config::default_vtep_mac(n.name()));
+        assert_eq!(l.dataplane, control::config::Dataplane::Sluice);
+    }
+    // The underlay goes away with the cluster.
+    let names = [n1.netns().name().to_string(), n2.netns().name().to_string()];
+    drop(cluster);
+    let list = netns_list();
+    assert!(names.iter().all(|n| !list.contains(n)));
+}
+
+#[test]
+fn overlay_three_nodes_meet_on_a_bridge() {
+    let overlay = OverlayDef {
+        mtu: 1400,
+        port: Some(9999),
+        ..OverlayDef::udp()
+    };
+    assert_eq!(overlay.pod_mtu(), 1372);
+    assert_eq!(overlay.effective_port(), 9999);
+    let nodes = (1..=3)
+        .map(|i| {
+            NodeDef::new(
+                &format!("node-{i}"),
+                &format!("10.244.{i}.0/24"),
+                vec![PodDef::afpacket(&format!("p{i}"), ip(10, 244, i, 10))],
+            )
+        })
+        .collect();
+    let cluster = Cluster::build_overlay_network_only(overlay, nodes).unwrap();
+    let ul = cluster.underlay_netns().expect("a bridge namespace");
+    let ul_name = ul.name().to_string();
+    assert!(ul_name.ends_with("-underlay"), "{ul_name}");
+    // br0 and one enslaved port per node, each the peer of that node's ul0.
+    let ports: serde_json::Value = serde_json::from_str(
+        &ul.ip(&["-j", "link", "show", "master", UNDERLAY_BRIDGE])
+            .unwrap(),
+    )
+    .unwrap();
+    let mut port_names: Vec<&str> = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ifname"].as_str().unwrap())
+        .collect();
+    port_names.sort();
+    assert_eq!(port_names, ["u0", "u1", "u2"]);
+    assert_eq!(mtu_of(ul, UNDERLAY_BRIDGE), 1400);
+    for (i, node) in cluster.nodes().iter().enumerate() {
+        let (index, peer) = veth_ends(node.netns(), UPLINK);
+        let (port_index, port_peer) = veth_ends(ul, &format!("u{i}"));
+        assert_eq!((peer, port_peer), (port_index, index), "{}", node.name());
+        assert_eq!(mtu_of(node.netns(), UPLINK), 1400);
+        assert_eq!(mtu_of(ul, &format!("u{i}")), 1400);
+        assert_eq!(addrs_of(node.netns(), UPLINK), "");
+        let pod = &cluster.pods()[i];
+        assert_eq!(mtu_of(pod.netns(), "eth0"), 1372);
+    }
+    // Nothing of the underlay namespace's own: no addresses, no IPv6.
+    assert_eq!(
+        ul.ip(&["-o", "addr", "show", "scope", "global"]).unwrap(),
+        ""
+    );
+    let yaml = std::fs::read_to_string(cluster.config_path()).unwrap();
+    assert!(
+        yaml.contains("  overlay:\n    mode: udp\n    port: 9999\n    mtu: 1400\n"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("address: 192.168.100.3/24"), "{yaml}");
+    drop(cluster);
+    assert!(
+        !netns_list().contains(&ul_name),
+        "underlay namespace left behind"
+    );
+}
+
+#[test]
+fn overlay_kernel_nodes_are_set_up_as_flannel_does() {
+    // node-1 runs (a fake) sluice; node-2 and node-3 are kernel nodes, whose pods talk
+    // through the kernel's own VXLAN with no engine at all: the setup is complete.
+    let fake = FakeEngine::new("serve");
+    let cluster = Cluster::build_overlay(
+        &fake.0,
+        OverlayDef::vxlan(),
+        vec![
+            NodeDef::new(
+                "node-1",
+                "10.244.1.0/24",
+                vec![PodDef::afpacket("a", ip(10, 244, 1, 10))],
+            ),
+            NodeDef::new(
+                "node-2",
+                "10.244.2.0/24",
+                vec![PodDef::afpacket("b", ip(10, 244, 2, 10))],
+            )
+            .kernel(),
+            NodeDef::new(
+                "node-3",
+                "10.244.3.0/24",
+                vec![PodDef::afpacket("c", ip(10, 244, 3, 10))],
+            )
+            .kernel(),
+        ],
+    )
+    .unwrap();
+    let (n1, n2, n3) = (
+        cluster.node("node-1"),
+        cluster.node("node-2"),
+        cluster.node("node-3"),
+    );
+    assert!(n1.engine_running());
+    for n in [n2, n3] {
+        assert_eq!(n.dataplane(), DataplaneDef::Kernel);
+        assert!(!n.engine_running());
+        assert!(n.engine_interfaces().is_empty());
+        let e = n.start_engine().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::Unsupported, "{e}");
+    }
+    let ns = n2.netns();
+    assert_eq!(ns.read_sysctl("net.ipv4.ip_forward").unwrap(), "1");
+    assert!(
+        addrs_of(ns, UPLINK).contains("inet 192.168.100.2/24"),
+        "{}",
+        addrs_of(ns, UPLINK)
+    );
+    // The GSO tunnel offloads are off on the kernel node's ul0 (see testbed).
+    let k = ns.exec_ok(&["ethtool", "-k", UPLINK]).unwrap();
+    assert!(k.contains("tx-udp_tnl-segmentation: off"), "{k}");
+    assert!(k.contains("tx-udp_tnl-csum-segmentation: off"), "{k}");
+    // flannel.1: VNI 1, port 8472, local 192.168.100.2, on ul0, no learning, VTEP MAC, MTU.
+    let v: serde_json::Value = serde_json::from_str(
+        &ns.ip(&["-d", "-j", "link", "show", "dev", KERNEL_VTEP])
+            .unwrap(),
+    )
+    .unwrap();
+    let link = &v[0];
+    let data = &link["linkinfo"]["info_data"];
+    assert_eq!(link["linkinfo"]["info_kind"], "vxlan", "{link}");
+    assert_eq!(data["id"], 1, "{link}");
+    assert_eq!(data["port"], 8472, "{link}");
+    assert_eq!(data["local"], "192.168.100.2", "{link}");
+    assert_eq!(data["learning"], false, "{link}");
+    assert_eq!(
+        link["address"],
+        mac_string(n2.vtep_mac().unwrap()),
+        "{link}"
+    );
+    assert_eq!(link["mtu"], 1450, "{link}");
+    assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    assert!(addrs_of(ns, KERNEL_VTEP).contains("inet 10.244.2.0/32"));
+    // For each other node: route, permanent neighbour, FDB entry.
+    let routes = ns.ip(&["route", "show"]).unwrap();
+    let neigh = ns.ip(&["neigh", "show", "dev", KERNEL_VTEP]).unwrap();
+    let fdb = ns
+        .exec_ok(&["bridge", "fdb", "show", "dev", KERNEL_VTEP])
+        .unwrap();
+    for peer in [n1, n3] {
+        let cidr = peer.pod_cidr();
+        let net = cidr.split('/').next().unwrap();
+        let mac = mac_string(peer.vtep_mac().unwrap());
+        let want_route = format!("{cidr} via {net} dev {KERNEL_VTEP} onlink");
+        assert!(routes.contains(&want_route), "{want_route} in\n{routes}");
+        let want_neigh = format!("{net} lladdr {mac} PERMANENT");
+        assert!(neigh.contains(&want_neigh), "{want_neigh} in\n{neigh}");
+        let want_fdb = format!("{mac} dst {}", peer.underlay_ip().unwrap());
+        assert!(fdb.contains(&want_fdb), "{want_fdb} in\n{fdb}");
+    }
+    // Pods: the host end carries the gateway /32 and a /32 route to the pod; pod MTU.
+    let b = cluster.pod("b");
+    let host = b.host_ifname().unwrap();
+    assert!(addrs_of(ns, host).contains("inet 10.244.2.1/32"));
+    assert!(
+        routes.contains(&format!("10.244.2.10 dev {host}")),
+        "{routes}"
+    );
+    assert_eq!(mtu_of(b.netns(), "eth0"), 1450);
+    // The cluster file says node-2 is a kernel node, without pods for an engine.
+    let yaml = std::fs::read_to_string(cluster.config_path()).unwrap();
+    assert!(
+        yaml.contains("  - name: node-2\n    pod_cidr: 10.244.2.0/24\n")
+            && yaml.contains("    dataplane: kernel\n    underlay:\n"),
+        "{yaml}"
+    );
+    let loaded = control::config::load(cluster.config_path())
+        .unwrap_or_else(|e| panic!("the control plane refuses the file: {e}\n{yaml}"));
+    let kinds: Vec<_> = loaded.nodes.iter().map(|n| n.dataplane).collect();
+    use control::config::Dataplane;
+    assert_eq!(
+        kinds,
+        [Dataplane::Sluice, Dataplane::Kernel, Dataplane::Kernel]
+    );
+    // The kernel nodes' pods talk through VXLAN on the bridge: ping and TCP, both ways.
+    let c = cluster.pod("c");
+    let out = b
+        .netns()
+        .exec(&[
+            "ping",
+            "-n",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "10.244.3.10",
+        ])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let t = bench::traffic::tcp_transfer(
+        c.netns(),
+        b.netns(),
+        b.ip(),
+        7100,
+        1 << 20,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(t.bytes, 1 << 20);
+    let stats: serde_json::Value = serde_json::from_str(
+        &ns.ip(&["-s", "-j", "link", "show", "dev", KERNEL_VTEP])
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        stats[0]["stats64"]["rx"]["packets"].as_u64().unwrap() > 100,
+        "{stats}"
+    );
+}
+
+#[test]
+fn overlay_definitions_are_checked() {
+    let pods = |n: u8| vec![PodDef::afpacket(&format!("q{n}"), ip(10, 244, n, 10))];
+    let two = |second: NodeDef| vec![NodeDef::new("n1", "10.244.1.0/24", pods(1)), second];
+    let cases: Vec<(Option<OverlayDef>, Vec<NodeDef>, &str)> = vec![
+        (
+            None,
+            vec![NodeDef::new("n1", "10.244.1.0/24", vec![]).kernel()],
+            "needs a VXLAN overlay",
+        ),
+        (
+            Some(OverlayDef::udp()),
+            two(NodeDef::new("n2", "10.244.2.0/24", pods(2)).kernel()),
+            "needs a VXLAN overlay",
+        ),
+        (
+            Some(OverlayDef::vxlan()),
+            two(NodeDef::new(
+                "n2",
+                "10.244.2.0/24",
+                vec![PodDef::tap("q2", ip(10, 244, 2, 10))],
+            )
+            .kernel()),
+            "kernel nodes have veth (afpacket) pods only",
+        ),
+        (
+            Some(OverlayDef::vxlan()),
+            vec![NodeDef::new("n1", "10.244.1.0/24", vec![])],
+            "an overlay joins 2..=253 nodes, not 1",
+        ),
+        (
+            Some(OverlayDef {
+                vni: Some(7),
+                ..OverlayDef::udp()
+            }),
+            two(NodeDef::new("n2", "10.244.2.0/24", pods(2))),
+            "VXLAN settings",
+        ),
+        (
+            Some(OverlayDef {
+                vni: Some(1 << 24),
+                ..OverlayDef::vxlan()
+            }),
+            two(NodeDef::new("n2", "10.244.2.0/24", pods(2))),
+            "does not fit 24 bits",
+        ),
+        (
+            Some(OverlayDef {
+                mtu: 100,
+                ..OverlayDef::vxlan()
+            }),
+            two(NodeDef::new("n2", "10.244.2.0/24", pods(2))),
+            "want mtu in 118..=9000",
+        ),
+    ];
+    for (overlay, nodes, want) in cases {
+        let e = match overlay {
+            Some(o) => Cluster::build_overlay_network_only(o, nodes),
+            None => Cluster::build_network_only(nodes),
+        }
+        .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains(want), "{e} lacks {want}");
+    }
+    assert_eq!(OverlayDef::vxlan().effective_port(), 8472);
+    assert_eq!(OverlayDef::udp().effective_port(), 8285);
+    assert_eq!(OverlayDef::udp().pod_mtu(), 1472);
+    assert!(OverlayDef::vxlan().effective_udp_checksum());
+    assert!(!OverlayDef::udp().effective_udp_checksum());
+    assert_eq!(OverlayModeDef::Vxlan.as_str(), "vxlan");
+}

@@ -67,19 +67,25 @@ pub fn admin(
 }
 
 /// `sluice replay`: feed pcap files into a node's pipeline (no root, no devices) and write
-/// what every port transmitted to `<out_dir>/<port>.pcap`.
+/// what every port transmitted to `<out_dir>/<port>.pcap`. With an overlay, the underlay
+/// uplink is one more port (after the pod ports, as the engine opens it).
 pub fn replay(path: &Path, node: &str, inputs: &[String], out_dir: &Path) -> Result<(), String> {
     let cluster = config::load(path).map_err(|e| e.to_string())?;
     let cfg = compile::for_node(&cluster, node)?;
+    let all_ports: Vec<_> = cfg
+        .ports
+        .iter()
+        .chain(cfg.overlay.as_ref().map(|o| &o.uplink))
+        .collect();
     let mut wanted: HashMap<&str, &str> = HashMap::new();
     for i in inputs {
         let (port, file) = i
             .split_once('=')
             .ok_or_else(|| format!("--input {i:?}: expected PORT=FILE"))?;
-        if !cfg.ports.iter().any(|p| p.name == port) {
+        if !all_ports.iter().any(|p| p.name == port) {
             return Err(format!(
                 "--input {i:?}: node {node} has no port {port:?} (ports: {})",
-                cfg.ports
+                all_ports
                     .iter()
                     .map(|p| p.name.as_str())
                     .collect::<Vec<_>>()
@@ -90,7 +96,7 @@ pub fn replay(path: &Path, node: &str, inputs: &[String], out_dir: &Path) -> Res
     }
     std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
-    for p in &cfg.ports {
+    for p in &all_ports {
         let input = match wanted.get(p.name.as_str()) {
             Some(f) => {
                 let file = File::open(f).map_err(|e| format!("{f}: {e}"))?;

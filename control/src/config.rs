@@ -16,11 +16,40 @@
 //!   name: demo                 # DNS label: 1-63 of [a-z0-9-], starts and ends alphanumeric
 //!   cluster_cidr: 10.244.0.0/16
 //!   service_cidr: 10.96.0.0/12 # optional, disjoint from cluster_cidr
+//!   overlay:                   # optional; absent = no overlay (each node alone)
+//!     mode: vxlan              # vxlan | udp (flannel's UDP backend)
+//!     vni: 1                   # vxlan only: 0-16777215, default 1 (flannel's)
+//!     port: 8472               # 1-65535; default 8472 (vxlan, flannel/Linux), 8285 (udp)
+//!     udp_checksum: true       # vxlan only: outer UDP checksum computed (default) or 0
+//!     mtu: 1500                # underlay MTU, 576-9000, default 1500; the pod MTU is
+//!                              # mtu - 50 (vxlan) or mtu - 28 (udp) and must be >= 576
 //! nodes:                       # at least one; unique DNS-label names
 //!   - name: node-1
 //!     pod_cidr: 10.244.1.0/24  # inside cluster_cidr, disjoint from other nodes', /30 or larger
 //!     gateway: 10.244.1.1      # optional, default: first host of pod_cidr
-//!     admin_socket: /run/sluice/node-1.sock  # optional, absolute
+//!     admin_socket: /run/sluice/node-1.sock  # optional, absolute; sluice nodes only
+//!     dataplane: sluice        # optional: sluice (default) | kernel. A kernel node's pods are
+//!                              # routed by Linux (e.g. flannel's flannel.1 VXLAN device): it is
+//!                              # a peer of the sluice nodes but runs no engine (`sluice run`
+//!                              # refuses it). Its pods are checked but not compiled. Needs
+//!                              # cluster.overlay.
+//!     underlay:                # required on every node when cluster.overlay is set, refused
+//!                              # without it
+//!       interface: ul0         # the engine's AF_PACKET uplink; required for sluice nodes,
+//!                              # optional for kernel nodes; not a pod port's interface
+//!       address: 192.168.50.1/24 # underlay address / underlay subnet prefix length (1-31):
+//!                              # a host address, unique in the cluster, subnet disjoint from
+//!                              # cluster_cidr and service_cidr
+//!       gateway: 192.168.50.254 # optional: next hop to peers outside the subnet; a host of
+//!                              # it. A sluice node without one must have every peer on its
+//!                              # subnet.
+//!       mac: "02:00:00:00:50:01" # optional, sluice nodes only: the engine's uplink MAC
+//!                              # (default: the interface's own)
+//!       ring: v2               # optional, sluice nodes only: v2 (default) | v3
+//!       vtep_mac: "02:00:00:00:aa:01" # optional unicast MAC, unique in the cluster; default
+//!                              # derived from the node name
+//!                              # (dataplane::port::derived_mac("vtep/<name>")); VXLAN's
+//!                              # inner MAC, unused (but accepted) in mode udp
 //!     pods:
 //!       - name: web-1          # unique on the node
 //!         ip: 10.244.1.10      # host address in pod_cidr, not the gateway, unique in the cluster
@@ -41,6 +70,8 @@ use serde::Deserialize;
 use serde_saphyr::granit_parser::{Event, Parser};
 use serde_saphyr::{MessageFormatter, Spanned, UserMessageFormatter};
 
+pub use dataplane::config::OverlayMode;
+
 use crate::net::{format_mac, parse_mac, Ipv4Net};
 
 /// Longest Linux interface name, in bytes (IFNAMSIZ - 1).
@@ -51,6 +82,21 @@ pub const MAX_SOCKET_PATH_LEN: usize = 107;
 pub const MAX_NETNS_LEN: usize = 255;
 /// Longest prefix a node's pod_cidr may have: a /30 still holds a gateway and one pod.
 pub const MAX_POD_PREFIX_LEN: u8 = 30;
+/// Default VXLAN network identifier (flannel's).
+pub const DEFAULT_VNI: u32 = 1;
+/// Largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+/// Default UDP port of VXLAN mode (flannel's and Linux's; IANA's is 4789).
+pub const DEFAULT_VXLAN_PORT: u16 = 8472;
+/// Default UDP port of flannel's UDP mode.
+pub const DEFAULT_UDP_PORT: u16 = 8285;
+/// Default underlay MTU.
+pub const DEFAULT_UNDERLAY_MTU: u16 = 1500;
+/// Underlay MTU range accepted.
+pub const MIN_UNDERLAY_MTU: u16 = 576;
+pub const MAX_UNDERLAY_MTU: u16 = 9000;
+/// Smallest pod MTU the overlay may leave (the IPv4 datagram every host must accept).
+pub const MIN_POD_MTU: u16 = 576;
 
 // ---------------------------------------------------------------------------------------
 // The validated model.
@@ -62,6 +108,8 @@ pub struct Cluster {
     pub name: String,
     pub cluster_cidr: Ipv4Net,
     pub service_cidr: Option<Ipv4Net>,
+    /// How pods reach other nodes; `None`: every node alone.
+    pub overlay: Option<Overlay>,
     pub nodes: Vec<Node>,
     /// The file this cluster was read from (as given to [`load`] or [`parse_str`]).
     pub source: PathBuf,
@@ -75,7 +123,70 @@ pub struct Node {
     /// The address the engine answers ARP for on pod ports (a host address of `pod_cidr`).
     pub gateway: Ipv4Addr,
     pub admin_socket: PathBuf,
+    /// What routes this node's pods: sluice, or the Linux kernel (an overlay peer only).
+    pub dataplane: Dataplane,
+    /// The node on the underlay; `Some` on every node exactly when [`Cluster::overlay`] is.
+    pub underlay: Option<Underlay>,
     pub pods: Vec<Pod>,
+}
+
+/// The overlay between the nodes (`cluster.overlay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overlay {
+    /// VXLAN or flannel's UDP encapsulation, with its VNI, port and checksum choice.
+    pub mode: OverlayMode,
+    /// The underlay MTU (IPv4 bytes).
+    pub mtu: u16,
+}
+
+impl Overlay {
+    /// The MTU pods must be configured with: the underlay MTU less the encapsulation.
+    pub fn pod_mtu(&self) -> u16 {
+        self.mtu.saturating_sub(self.mode.mtu_overhead())
+    }
+}
+
+/// What routes a node's pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dataplane {
+    /// A sluice engine (`sluice run --node`).
+    Sluice,
+    /// The Linux kernel (e.g. flannel's `flannel.1` VXLAN device): a peer only, no engine.
+    Kernel,
+}
+
+impl Dataplane {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Dataplane::Sluice => "sluice",
+            Dataplane::Kernel => "kernel",
+        }
+    }
+}
+
+/// A node's attachment to the underlay network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Underlay {
+    /// The underlay interface (the engine's AF_PACKET uplink); always `Some` on a sluice node.
+    pub interface: Option<String>,
+    /// The node's underlay address: a host address of `subnet`, unique in the cluster.
+    pub address: Ipv4Addr,
+    /// The underlay subnet (`address` with its prefix length, host bits cleared).
+    pub subnet: Ipv4Net,
+    /// Next hop to peers outside `subnet`: a host of it, not `address`.
+    pub gateway: Option<Ipv4Addr>,
+    /// The engine's MAC on the uplink; `None`: the interface's own. Sluice nodes only.
+    pub mac: Option<[u8; 6]>,
+    /// The uplink's AF_PACKET ring (always V2 on a kernel node).
+    pub ring: RingKind,
+    /// The node's VTEP MAC (VXLAN inner MAC), given or derived from the node's name by
+    /// [`default_vtep_mac`]; unique in the cluster.
+    pub vtep_mac: [u8; 6],
+}
+
+/// The VTEP MAC of a node whose file gives none: stable, unicast, locally administered.
+pub fn default_vtep_mac(node: &str) -> [u8; 6] {
+    dataplane::port::derived_mac(&format!("vtep/{node}"))
 }
 
 /// One pod and the engine port that reaches it.
@@ -141,7 +252,11 @@ impl Cluster {
     }
 
     /// A short human summary for `sluice check`, e.g.
-    /// `cluster demo: 1 node, 3 pods; node-1 10.244.1.0/24 gw 10.244.1.1: web-1 10.244.1.10 (afpacket veth-web1), ...`.
+    /// `cluster demo: 1 node, 3 pods; node-1 10.244.1.0/24 gw 10.244.1.1: web-1 10.244.1.10 (afpacket veth-web1), ...`;
+    /// with an overlay, e.g. `cluster demo: 2 nodes, 1 pod; overlay vxlan vni 1 port 8472,
+    /// underlay MTU 1500: pods need MTU 1450; node-1 10.244.1.0/24 gw 10.244.1.1, underlay
+    /// 192.168.50.1/24 on ul0, vtep 02:..: ...; node-2 10.244.2.0/24 gw 10.244.2.1, dataplane
+    /// kernel, underlay 192.168.50.2/24, vtep 02:..: no pods`.
     pub fn describe(&self) -> String {
         let pods: usize = self.nodes.iter().map(|n| n.pods.len()).sum();
         let mut out = format!(
@@ -152,12 +267,46 @@ impl Cluster {
             pods,
             plural(pods)
         );
-        for node in &self.nodes {
+        if let Some(ov) = &self.overlay {
+            let _ = write!(out, "; overlay {}", describe_mode(&ov.mode));
             let _ = write!(
                 out,
-                "; {} {} gw {}:",
-                node.name, node.pod_cidr, node.gateway
+                ", underlay MTU {}: pods need MTU {}",
+                ov.mtu,
+                ov.pod_mtu()
             );
+        }
+        let vxlan = matches!(
+            self.overlay,
+            Some(Overlay {
+                mode: OverlayMode::Vxlan { .. },
+                ..
+            })
+        );
+        for node in &self.nodes {
+            let _ = write!(out, "; {} {} gw {}", node.name, node.pod_cidr, node.gateway);
+            if node.dataplane == Dataplane::Kernel {
+                out.push_str(", dataplane kernel");
+            }
+            if let Some(u) = &node.underlay {
+                let _ = write!(out, ", underlay {}/{}", u.address, u.subnet.prefix_len);
+                if let Some(i) = &u.interface {
+                    let _ = write!(out, " on {i}");
+                }
+                if u.ring == RingKind::V3 {
+                    out.push_str(" ring v3");
+                }
+                if let Some(mac) = &u.mac {
+                    let _ = write!(out, " mac {}", format_mac(mac));
+                }
+                if let Some(gw) = u.gateway {
+                    let _ = write!(out, " via {gw}");
+                }
+                if vxlan {
+                    let _ = write!(out, ", vtep {}", format_mac(&u.vtep_mac));
+                }
+            }
+            out.push(':');
             if node.pods.is_empty() {
                 out.push_str(" no pods");
             }
@@ -185,6 +334,25 @@ impl Cluster {
             }
         }
         out
+    }
+}
+
+/// `vxlan vni 1 port 8472`, `vxlan vni 1 port 8472 outer UDP checksum 0`, `udp port 8285`.
+fn describe_mode(mode: &OverlayMode) -> String {
+    match *mode {
+        OverlayMode::Vxlan {
+            vni,
+            port,
+            udp_checksum,
+        } => {
+            let csum = if udp_checksum {
+                ""
+            } else {
+                " outer UDP checksum 0"
+            };
+            format!("vxlan vni {vni} port {port}{csum}")
+        }
+        OverlayMode::Udp { port } => format!("udp port {port}"),
     }
 }
 
@@ -354,6 +522,22 @@ struct RawCluster {
     cluster_cidr: Spanned<String>,
     #[serde(default)]
     service_cidr: Option<Spanned<String>>,
+    #[serde(default)]
+    overlay: Option<Spanned<RawOverlay>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverlay {
+    mode: Spanned<String>,
+    #[serde(default)]
+    vni: Option<Spanned<String>>,
+    #[serde(default)]
+    port: Option<Spanned<String>>,
+    #[serde(default)]
+    udp_checksum: Option<Spanned<String>>,
+    #[serde(default)]
+    mtu: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -367,6 +551,26 @@ struct RawNode {
     admin_socket: Option<Spanned<String>>,
     #[serde(default)]
     pods: Option<Spanned<Vec<Spanned<RawPod>>>>,
+    #[serde(default)]
+    dataplane: Option<Spanned<String>>,
+    #[serde(default)]
+    underlay: Option<Spanned<RawUnderlay>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnderlay {
+    #[serde(default)]
+    interface: Option<Spanned<String>>,
+    address: Spanned<String>,
+    #[serde(default)]
+    gateway: Option<Spanned<String>>,
+    #[serde(default)]
+    mac: Option<Spanned<String>>,
+    #[serde(default)]
+    ring: Option<Spanned<String>>,
+    #[serde(default)]
+    vtep_mac: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -481,19 +685,20 @@ impl Validator<'_> {
             ));
         }
 
-        let mut node_names: HashMap<String, Seen> = HashMap::new();
-        let mut pod_cidrs: Vec<(Ipv4Net, Seen)> = Vec::new();
-        let mut pod_ips: HashMap<Ipv4Addr, Seen> = HashMap::new();
+        let overlay = match &c.overlay {
+            None => None,
+            Some(at) => Some((self.overlay(&at.value)?, at.referenced.line())),
+        };
+        let cx = ClusterCtx {
+            cluster_cidr,
+            service_cidr,
+            overlay,
+        };
+
+        let mut used = Used::default();
         let mut nodes = Vec::with_capacity(raw.nodes.value.len());
         for (i, raw_node) in raw.nodes.value.iter().enumerate() {
-            let node = self.node(
-                i,
-                &raw_node.value,
-                &cluster_cidr,
-                &mut node_names,
-                &mut pod_cidrs,
-                &mut pod_ips,
-            )?;
+            let node = self.node(i, &raw_node.value, &cx, &mut used)?;
             nodes.push(node);
         }
 
@@ -501,21 +706,125 @@ impl Validator<'_> {
             name: c.name.value.clone(),
             cluster_cidr,
             service_cidr,
+            overlay: overlay.map(|(o, _)| o),
             nodes,
             source: self.file.to_path_buf(),
         })
+    }
+
+    fn overlay(&self, o: &RawOverlay) -> Result<Overlay, ConfigError> {
+        let vxlan = match o.mode.value.as_str() {
+            "vxlan" => true,
+            "udp" => false,
+            other => {
+                return Err(self.err(
+                    &o.mode,
+                    "cluster.overlay.mode",
+                    format!("`{other}` is not an overlay mode (expected vxlan or udp)"),
+                ))
+            }
+        };
+        if !vxlan {
+            if let Some(at) = &o.vni {
+                return Err(self.err(
+                    at,
+                    "cluster.overlay.vni",
+                    "vni applies to mode vxlan only (flannel's UDP mode carries no VNI; expected no vni here, or mode: vxlan)".to_string(),
+                ));
+            }
+            if let Some(at) = &o.udp_checksum {
+                return Err(self.err(
+                    at,
+                    "cluster.overlay.udp_checksum",
+                    "udp_checksum applies to mode vxlan only (UDP mode always computes the outer UDP checksum; expected no udp_checksum here, or mode: vxlan)".to_string(),
+                ));
+            }
+        }
+        let port = match &o.port {
+            None if vxlan => DEFAULT_VXLAN_PORT,
+            None => DEFAULT_UDP_PORT,
+            Some(at) => {
+                let hint = format!(
+                    "; the default is {DEFAULT_VXLAN_PORT} for vxlan, {DEFAULT_UDP_PORT} for udp"
+                );
+                let p = self.number(at, "cluster.overlay.port", 1, 65535, "a UDP port", &hint)?;
+                u16::try_from(p).unwrap_or(u16::MAX)
+            }
+        };
+        let mode = if vxlan {
+            let vni = match &o.vni {
+                None => DEFAULT_VNI,
+                Some(at) => {
+                    let hint =
+                        format!(", the 24 bits of the VXLAN header; flannel uses {DEFAULT_VNI}");
+                    self.number(at, "cluster.overlay.vni", 0, MAX_VNI, "a VNI", &hint)?
+                }
+            };
+            let udp_checksum = match &o.udp_checksum {
+                None => true,
+                Some(at) => match at.value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    other => return Err(self.err(
+                        at,
+                        "cluster.overlay.udp_checksum",
+                        format!("`{other}` is not true or false (expected true: compute the outer UDP checksum, or false: send 0)"),
+                    )),
+                },
+            };
+            OverlayMode::Vxlan {
+                vni,
+                port,
+                udp_checksum,
+            }
+        } else {
+            OverlayMode::Udp { port }
+        };
+        let mtu = match &o.mtu {
+            None => DEFAULT_UNDERLAY_MTU,
+            Some(at) => {
+                let hint = format!(", e.g. {DEFAULT_UNDERLAY_MTU}");
+                let m = self.number(
+                    at,
+                    "cluster.overlay.mtu",
+                    MIN_UNDERLAY_MTU.into(),
+                    MAX_UNDERLAY_MTU.into(),
+                    "a usable underlay MTU",
+                    &hint,
+                )?;
+                u16::try_from(m).unwrap_or(u16::MAX)
+            }
+        };
+        let overlay = Overlay { mode, mtu };
+        let overhead = mode.mtu_overhead();
+        if overlay.pod_mtu() < MIN_POD_MTU {
+            if let Some(at) = &o.mtu {
+                return Err(self.err(
+                    at,
+                    "cluster.overlay.mtu",
+                    format!(
+                        "underlay MTU {mtu} leaves pods an MTU of {} in mode {} ({overhead} bytes of encapsulation) (expected at least {}, so that pods get {MIN_POD_MTU} or more)",
+                        overlay.pod_mtu(),
+                        o.mode.value,
+                        MIN_POD_MTU + overhead
+                    ),
+                ));
+            }
+        }
+        Ok(overlay)
     }
 
     fn node(
         &self,
         i: usize,
         n: &RawNode,
-        cluster_cidr: &Ipv4Net,
-        node_names: &mut HashMap<String, Seen>,
-        pod_cidrs: &mut Vec<(Ipv4Net, Seen)>,
-        pod_ips: &mut HashMap<Ipv4Addr, Seen>,
+        cx: &ClusterCtx,
+        used: &mut Used,
     ) -> Result<Node, ConfigError> {
         let path = format!("nodes[{i}]");
+        let cluster_cidr = &cx.cluster_cidr;
+        let node_names = &mut used.node_names;
+        let pod_cidrs = &mut used.pod_cidrs;
 
         let field = format!("{path}.name");
         check_dns_label(&n.name.value).map_err(|m| self.err(&n.name, &field, m))?;
@@ -590,8 +899,38 @@ impl Validator<'_> {
             }
         };
 
+        let dataplane = match &n.dataplane {
+            None => Dataplane::Sluice,
+            Some(at) => {
+                let field = format!("{path}.dataplane");
+                match at.value.as_str() {
+                    "sluice" => Dataplane::Sluice,
+                    "kernel" if cx.overlay.is_none() => return Err(self.err(
+                        at,
+                        &field,
+                        "dataplane: kernel needs cluster.overlay (a kernel node only takes part as a peer on the overlay; expected dataplane: sluice, or an overlay under cluster)".to_string(),
+                    )),
+                    "kernel" => Dataplane::Kernel,
+                    other => {
+                        return Err(self.err(
+                            at,
+                            &field,
+                            format!("`{other}` is not a dataplane (expected sluice or kernel)"),
+                        ))
+                    }
+                }
+            }
+        };
+
         let admin_socket = match &n.admin_socket {
             None => PathBuf::from(format!("/run/sluice/{}.sock", n.name.value)),
+            Some(at) if dataplane == Dataplane::Kernel => {
+                return Err(self.err(
+                    at,
+                    &format!("{path}.admin_socket"),
+                    "admin_socket applies to dataplane sluice only (no engine runs on a kernel node; expected no admin_socket here, or dataplane: sluice)".to_string(),
+                ))
+            }
             Some(at) => {
                 let field = format!("{path}.admin_socket");
                 check_socket_path(&at.value).map_err(|m| self.err(at, &field, m))?;
@@ -618,19 +957,307 @@ impl Validator<'_> {
                     &raw_pod.value,
                     &mut pod_names,
                     &mut interfaces,
-                    pod_ips,
+                    &mut used.pod_ips,
                 )?;
                 pods.push(pod);
             }
         }
+
+        let underlay = self.underlay(&path, n, dataplane, cx, used, &interfaces)?;
 
         Ok(Node {
             name: n.name.value.clone(),
             pod_cidr,
             gateway,
             admin_socket,
+            dataplane,
+            underlay,
             pods,
         })
+    }
+
+    /// The node's `underlay`, present exactly when the cluster has an overlay.
+    fn underlay(
+        &self,
+        path: &str,
+        n: &RawNode,
+        dataplane: Dataplane,
+        cx: &ClusterCtx,
+        used: &mut Used,
+        pod_interfaces: &HashMap<String, Seen>,
+    ) -> Result<Option<Underlay>, ConfigError> {
+        let path = format!("{path}.underlay");
+        let node = n.name.value.as_str();
+        let at = match (&n.underlay, &cx.overlay) {
+            (None, None) => return Ok(None),
+            (Some(at), None) => {
+                return Err(self.err(
+                    at,
+                    &path,
+                    "underlay needs cluster.overlay (expected an overlay under cluster, e.g. `overlay: {mode: vxlan}`, or no underlay here)".to_string(),
+                ))
+            }
+            (None, Some((_, line))) => {
+                return Err(self.err(
+                    &n.name,
+                    &path,
+                    format!(
+                        "node {node} has no underlay, which cluster.overlay at line {line} needs on every node (expected e.g. `underlay: {{interface: ul0, address: 192.168.50.1/24}}`)"
+                    ),
+                ))
+            }
+            (Some(at), Some(_)) => at,
+        };
+        let u = &at.value;
+        let kernel = dataplane == Dataplane::Kernel;
+
+        let interface = match &u.interface {
+            None if kernel => None,
+            None => {
+                return Err(self.err(
+                    at,
+                    &format!("{path}.interface"),
+                    "required field `interface` is missing (a sluice node opens its underlay interface as the overlay uplink; expected e.g. interface: ul0)".to_string(),
+                ))
+            }
+            Some(i) => {
+                let field = format!("{path}.interface");
+                check_ifname(&i.value).map_err(|m| self.err(i, &field, m))?;
+                if let Some(first) = pod_interfaces.get(&i.value) {
+                    return Err(self.err(
+                        i,
+                        &field,
+                        format!(
+                            "interface `{}` is already used on this node by {first} (expected an underlay interface that no pod port uses)",
+                            i.value
+                        ),
+                    ));
+                }
+                Some(i.value.clone())
+            }
+        };
+
+        let field = format!("{path}.address");
+        let (address, subnet) = parse_host_prefix(u.address.value.trim())
+            .map_err(|m| self.err(&u.address, &field, m))?;
+        let hosts = format!("{}-{}", subnet.first_host(), subnet.last_host());
+        if !subnet.is_host(address) {
+            let which = if address == subnet.network() {
+                "network"
+            } else {
+                "broadcast"
+            };
+            return Err(self.err(
+                &u.address,
+                &field,
+                format!(
+                    "{address} is the {which} address of its underlay subnet {subnet} (expected a host address in {hosts})"
+                ),
+            ));
+        }
+        for (name, range) in [
+            ("cluster_cidr", Some(cx.cluster_cidr)),
+            ("service_cidr", cx.service_cidr),
+        ] {
+            if let Some(range) = range.filter(|r| r.overlaps(&subnet)) {
+                return Err(self.err(
+                    &u.address,
+                    &field,
+                    format!(
+                        "underlay subnet {subnet} overlaps {name} {range} (expected an underlay outside the pod and service ranges, e.g. 192.168.50.1/24)"
+                    ),
+                ));
+            }
+        }
+        if let Some(first) = used.underlay_addrs.get(&address) {
+            return Err(self.err(
+                &u.address,
+                &field,
+                format!(
+                    "{address} is already the underlay address of {first} (expected a unique underlay address per node)"
+                ),
+            ));
+        }
+
+        let gateway = match &u.gateway {
+            None => None,
+            Some(at) => {
+                let field = format!("{path}.gateway");
+                let gw = self.addr(at, &field)?;
+                if !subnet.is_host(gw) {
+                    let what = if !subnet.contains(gw) {
+                        "is outside the node's underlay subnet"
+                    } else if gw == subnet.network() {
+                        "is the network address of the node's underlay subnet"
+                    } else {
+                        "is the broadcast address of the node's underlay subnet"
+                    };
+                    return Err(self.err(
+                        at,
+                        &field,
+                        format!("{gw} {what} {subnet} (expected a host address in {hosts})"),
+                    ));
+                }
+                if gw == address {
+                    return Err(self.err(
+                        at,
+                        &field,
+                        format!(
+                            "{gw} is the node's own underlay address (expected the router to other subnets, another host address in {hosts})"
+                        ),
+                    ));
+                }
+                Some(gw)
+            }
+        };
+
+        let sluice_only = |at: &Spanned<String>, key: &str| {
+            self.err(
+                at,
+                &format!("{path}.{key}"),
+                format!("{key} applies to dataplane sluice only (no engine runs on a kernel node; expected no {key} here, or dataplane: sluice)"),
+            )
+        };
+        let mac = match &u.mac {
+            None => None,
+            Some(at) if kernel => return Err(sluice_only(at, "mac")),
+            Some(at) => Some(self.unicast_mac(at, &format!("{path}.mac"))?),
+        };
+        let ring = match &u.ring {
+            None => RingKind::V2,
+            Some(at) if kernel => return Err(sluice_only(at, "ring")),
+            Some(at) => self.ring(at, &format!("{path}.ring"))?,
+        };
+
+        let field = format!("{path}.vtep_mac");
+        let (vtep_mac, vtep_seen) = match &u.vtep_mac {
+            None => (
+                default_vtep_mac(node),
+                Seen::new(format!("node {node} (derived from its name)"), &n.name),
+            ),
+            Some(at) => {
+                // Accepted in UDP mode too (unused there), so one file can switch modes.
+                let mac = self.unicast_mac(at, &field)?;
+                (mac, Seen::new(format!("node {node}"), at))
+            }
+        };
+        if let Some(first) = used.vtep_macs.get(&vtep_mac) {
+            let at_mac = u.vtep_mac.as_ref();
+            let msg = format!(
+                "{} is already the vtep_mac of {first} (expected a unique VTEP MAC per node)",
+                format_mac(&vtep_mac)
+            );
+            return Err(match at_mac {
+                Some(at) => self.err(at, &field, msg),
+                None => self.err(&n.name, &field, msg),
+            });
+        }
+
+        // A sluice node reaches a peer directly on its subnet, or through its gateway.
+        let field = format!("{path}.address");
+        let me = UnderlayPeer {
+            name: node.to_string(),
+            address,
+            subnet,
+            has_gateway: gateway.is_some(),
+            sluice: !kernel,
+        };
+        for other in &used.underlays {
+            for (from, to) in [(other, &me), (&me, other)] {
+                if from.sluice && !from.has_gateway && !from.subnet.contains(to.address) {
+                    return Err(self.err(
+                        &u.address,
+                        &field,
+                        format!(
+                            "{}'s underlay {}/{} is not on {}'s underlay subnet {} and {} has no underlay.gateway (expected an address in {}-{}, or an underlay.gateway on {})",
+                            to.name,
+                            to.address,
+                            to.subnet.prefix_len,
+                            from.name,
+                            from.subnet,
+                            from.name,
+                            from.subnet.first_host(),
+                            from.subnet.last_host(),
+                            from.name
+                        ),
+                    ));
+                }
+            }
+        }
+
+        used.underlay_addrs
+            .insert(address, Seen::new(format!("node {node}"), &u.address));
+        used.vtep_macs.insert(vtep_mac, vtep_seen);
+        used.underlays.push(me);
+        Ok(Some(Underlay {
+            interface,
+            address,
+            subnet,
+            gateway,
+            mac,
+            ring,
+            vtep_mac,
+        }))
+    }
+
+    /// A whole number from `lo` to `hi`, written in decimal digits; else
+    /// "`text` is not {what} (expected {lo}-{hi}{hint})".
+    fn number(
+        &self,
+        at: &Spanned<String>,
+        field: &str,
+        lo: u32,
+        hi: u32,
+        what: &str,
+        hint: &str,
+    ) -> Result<u32, ConfigError> {
+        let text = at.value.trim();
+        let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+        match text.parse::<u64>() {
+            Ok(n) if digits && n >= u64::from(lo) && n <= u64::from(hi) => {
+                Ok(u32::try_from(n).unwrap_or(hi))
+            }
+            _ => Err(self.err(
+                at,
+                field,
+                format!("`{text}` is not {what} (expected {lo}-{hi}{hint})"),
+            )),
+        }
+    }
+
+    /// A unicast, non-zero MAC address.
+    fn unicast_mac(&self, at: &Spanned<String>, field: &str) -> Result<[u8; 6], ConfigError> {
+        let mac = parse_mac(at.value.trim()).map_err(|m| self.err(at, field, m))?;
+        if mac[0] & 1 != 0 {
+            return Err(self.err(
+                at,
+                field,
+                format!(
+                    "{} is a multicast address (expected a unicast MAC: the lowest bit of the first byte clear, e.g. 02:00:00:00:00:01)",
+                    format_mac(&mac)
+                ),
+            ));
+        }
+        if mac == [0; 6] {
+            return Err(self.err(
+                at,
+                field,
+                "00:00:00:00:00:00 is not a usable address (expected a unicast MAC, e.g. 02:00:00:00:00:01)".to_string(),
+            ));
+        }
+        Ok(mac)
+    }
+
+    fn ring(&self, at: &Spanned<String>, field: &str) -> Result<RingKind, ConfigError> {
+        match at.value.as_str() {
+            "v2" => Ok(RingKind::V2),
+            "v3" => Ok(RingKind::V3),
+            other => Err(self.err(
+                at,
+                field,
+                format!("`{other}` is not a ring kind (expected v2 or v3)"),
+            )),
+        }
     }
 
     fn pod(
@@ -774,28 +1401,7 @@ impl Validator<'_> {
 
         let mac = match &raw.mac {
             None => None,
-            Some(at) => {
-                let field = format!("{path}.mac");
-                let mac = parse_mac(at.value.trim()).map_err(|m| self.err(at, &field, m))?;
-                if mac[0] & 1 != 0 {
-                    return Err(self.err(
-                        at,
-                        &field,
-                        format!(
-                            "{} is a multicast address (expected a unicast MAC: the lowest bit of the first byte clear, e.g. 02:00:00:00:00:01)",
-                            format_mac(&mac)
-                        ),
-                    ));
-                }
-                if mac == [0; 6] {
-                    return Err(self.err(
-                        at,
-                        &field,
-                        "00:00:00:00:00:00 is not a usable address (expected a unicast MAC, e.g. 02:00:00:00:00:01)".to_string(),
-                    ));
-                }
-                Some(mac)
-            }
+            Some(at) => Some(self.unicast_mac(at, &format!("{path}.mac"))?),
         };
 
         let ring = match (&raw.ring, kind) {
@@ -807,17 +1413,7 @@ impl Validator<'_> {
                     "ring is only valid for kind: afpacket (a tap port has no packet ring; expected no ring here, or kind: afpacket)".to_string(),
                 ))
             }
-            (Some(at), PortKind::AfPacket) => match at.value.as_str() {
-                "v2" => RingKind::V2,
-                "v3" => RingKind::V3,
-                other => {
-                    return Err(self.err(
-                        at,
-                        &format!("{path}.ring"),
-                        format!("`{other}` is not a ring kind (expected v2 or v3)"),
-                    ))
-                }
-            },
+            (Some(at), PortKind::AfPacket) => self.ring(at, &format!("{path}.ring"))?,
         };
 
         Ok(PortSpec {
@@ -827,6 +1423,64 @@ impl Validator<'_> {
             mac,
             ring,
         })
+    }
+}
+
+/// What every node's checks need to know about the cluster.
+struct ClusterCtx {
+    cluster_cidr: Ipv4Net,
+    service_cidr: Option<Ipv4Net>,
+    /// The overlay, and the line of `cluster.overlay` for messages.
+    overlay: Option<(Overlay, u64)>,
+}
+
+/// What earlier nodes used, for the cluster-wide uniqueness and reachability rules.
+#[derive(Default)]
+struct Used {
+    node_names: HashMap<String, Seen>,
+    pod_cidrs: Vec<(Ipv4Net, Seen)>,
+    pod_ips: HashMap<Ipv4Addr, Seen>,
+    underlay_addrs: HashMap<Ipv4Addr, Seen>,
+    vtep_macs: HashMap<[u8; 6], Seen>,
+    underlays: Vec<UnderlayPeer>,
+}
+
+/// A node on the underlay, as the reachability rule sees it.
+struct UnderlayPeer {
+    name: String,
+    address: Ipv4Addr,
+    subnet: Ipv4Net,
+    has_gateway: bool,
+    sluice: bool,
+}
+
+/// Parses `a.b.c.d/len` where `a.b.c.d` is a host of the prefix (host bits allowed), with
+/// `len` 1-31: the address and its subnet.
+fn parse_host_prefix(s: &str) -> Result<(Ipv4Addr, Ipv4Net), String> {
+    const EXPECTED: &str = "expected the node's underlay address and the underlay subnet's prefix length, e.g. 192.168.50.1/24";
+    let bad = || format!("`{s}` is not an address with a prefix length ({EXPECTED})");
+    let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match len.parse::<u8>() {
+        Ok(n @ 1..=31) => {
+            let subnet = Ipv4Net {
+                addr,
+                prefix_len: n,
+            };
+            Ok((
+                addr,
+                Ipv4Net {
+                    addr: subnet.network(),
+                    prefix_len: n,
+                },
+            ))
+        }
+        _ => Err(format!(
+            "`{s}`: prefix length /{len} leaves no underlay subnet to share with peers (expected 1-31, e.g. 192.168.50.1/24)"
+        )),
     }
 }
 

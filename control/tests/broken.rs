@@ -49,6 +49,43 @@ fn append(text: &str) -> String {
     format!("{BASE}{text}")
 }
 
+/// A valid file with an overlay; the `ov` cases edit it by line number (1-based).
+const OVERLAY_BASE: &str = "\
+cluster:
+  name: demo
+  cluster_cidr: 10.244.0.0/16
+  overlay:
+    mode: vxlan
+nodes:
+  - name: node-1
+    pod_cidr: 10.244.1.0/24
+    underlay:
+      interface: ul0
+      address: 192.168.50.1/24
+    pods:
+      - name: web-1
+        ip: 10.244.1.10
+        port:
+          kind: afpacket
+          interface: veth-web1
+  - name: node-2
+    pod_cidr: 10.244.2.0/24
+    underlay:
+      interface: ul0
+      address: 192.168.50.2/24
+";
+
+/// OVERLAY_BASE with each listed line (numbered as in OVERLAY_BASE) replaced by its text,
+/// which may hold several lines, or none (the line is removed).
+fn ov(edits: &[(usize, &str)]) -> String {
+    let mut lines: Vec<Option<&str>> = OVERLAY_BASE.lines().map(Some).collect();
+    for &(n, text) in edits {
+        assert!(n >= 1 && n <= lines.len());
+        lines[n - 1] = (!text.is_empty()).then_some(text);
+    }
+    lines.into_iter().flatten().collect::<Vec<_>>().join("\n") + "\n"
+}
+
 struct Case {
     name: &'static str,
     text: String,
@@ -177,6 +214,99 @@ fn cases() -> Vec<Case> {
              "nodes[0].pods[0].name", "is not a valid pod name"),
         case("empty file", "# nothing but a comment\n".into(), 2,
              "", "the file has no content"),
+        // --- the overlay and the underlay ---
+        case("overlay: bad mode", ov(&[(5, "    mode: geneve")]), 5,
+             "cluster.overlay.mode", "`geneve` is not an overlay mode (expected vxlan or udp)"),
+        case("overlay: missing mode", ov(&[(5, "    mtu: 1500")]), 5,
+             "cluster.overlay.mode", "required field `mode` is missing"),
+        case("overlay: unknown field", ov(&[(5, "    mode: vxlan\n    vnid: 1")]), 6,
+             "cluster.overlay.vnid", "unknown field `vnid`, expected one of mode, vni, port, udp_checksum, mtu"),
+        case("overlay: vni in udp mode", ov(&[(5, "    mode: udp\n    vni: 1")]), 6,
+             "cluster.overlay.vni", "vni applies to mode vxlan only (flannel's UDP mode carries no VNI; expected no vni here, or mode: vxlan)"),
+        case("overlay: udp_checksum in udp mode", ov(&[(5, "    mode: udp\n    udp_checksum: false")]), 6,
+             "cluster.overlay.udp_checksum", "udp_checksum applies to mode vxlan only"),
+        case("overlay: vni beyond 24 bits", ov(&[(5, "    mode: vxlan\n    vni: 16777216")]), 6,
+             "cluster.overlay.vni", "`16777216` is not a VNI (expected 0-16777215, the 24 bits of the VXLAN header; flannel uses 1)"),
+        case("overlay: negative vni", ov(&[(5, "    mode: vxlan\n    vni: -1")]), 6,
+             "cluster.overlay.vni", "`-1` is not a VNI (expected 0-16777215"),
+        case("overlay: port 0", ov(&[(5, "    mode: vxlan\n    port: 0")]), 6,
+             "cluster.overlay.port", "`0` is not a UDP port (expected 1-65535; the default is 8472 for vxlan, 8285 for udp)"),
+        case("overlay: port beyond 65535", ov(&[(5, "    mode: udp\n    port: 65536")]), 6,
+             "cluster.overlay.port", "`65536` is not a UDP port"),
+        case("overlay: port as text", ov(&[(5, "    mode: udp\n    port: vxlan")]), 6,
+             "cluster.overlay.port", "`vxlan` is not a UDP port"),
+        case("overlay: udp_checksum not a boolean", ov(&[(5, "    mode: vxlan\n    udp_checksum: yes")]), 6,
+             "cluster.overlay.udp_checksum", "`yes` is not true or false"),
+        case("overlay: mtu above 9000", ov(&[(5, "    mode: vxlan\n    mtu: 9001")]), 6,
+             "cluster.overlay.mtu", "`9001` is not a usable underlay MTU (expected 576-9000, e.g. 1500)"),
+        case("overlay: mtu below 576", ov(&[(5, "    mode: vxlan\n    mtu: 575")]), 6,
+             "cluster.overlay.mtu", "`575` is not a usable underlay MTU"),
+        case("overlay: vxlan leaves pods too little", ov(&[(5, "    mode: vxlan\n    mtu: 625")]), 6,
+             "cluster.overlay.mtu", "underlay MTU 625 leaves pods an MTU of 575 in mode vxlan (50 bytes of encapsulation) (expected at least 626, so that pods get 576 or more)"),
+        case("overlay: udp leaves pods too little", ov(&[(5, "    mode: udp\n    mtu: 603")]), 6,
+             "cluster.overlay.mtu", "underlay MTU 603 leaves pods an MTU of 575 in mode udp (28 bytes of encapsulation) (expected at least 604"),
+        case("underlay without overlay", ov(&[(4, ""), (5, "")]), 8,
+             "nodes[0].underlay", "underlay needs cluster.overlay (expected an overlay under cluster"),
+        case("overlay without underlay on a node", ov(&[(20, ""), (21, ""), (22, "")]), 18,
+             "nodes[1].underlay", "node node-2 has no underlay, which cluster.overlay at line 5 needs on every node"),
+        case("underlay: sluice node without interface", ov(&[(10, "")]), 10,
+             "nodes[0].underlay.interface", "required field `interface` is missing (a sluice node opens its underlay interface as the overlay uplink"),
+        case("underlay: missing address", ov(&[(22, "")]), 21,
+             "nodes[1].underlay.address", "required field `address` is missing"),
+        case("underlay: unknown field", ov(&[(22, "      adress: 192.168.50.2/24")]), 22,
+             "nodes[1].underlay.adress", "unknown field `adress`, expected one of interface, address, gateway, mac, ring, vtep_mac"),
+        case("underlay: address without prefix length", ov(&[(11, "      address: 192.168.50.1")]), 11,
+             "nodes[0].underlay.address", "`192.168.50.1` is not an address with a prefix length (expected the node's underlay address and the underlay subnet's prefix length, e.g. 192.168.50.1/24)"),
+        case("underlay: /32", ov(&[(11, "      address: 192.168.50.1/32")]), 11,
+             "nodes[0].underlay.address", "prefix length /32 leaves no underlay subnet"),
+        case("underlay: network address", ov(&[(11, "      address: 192.168.50.0/24")]), 11,
+             "nodes[0].underlay.address", "192.168.50.0 is the network address of its underlay subnet 192.168.50.0/24 (expected a host address in 192.168.50.1-192.168.50.254)"),
+        case("underlay: broadcast address", ov(&[(22, "      address: 192.168.50.255/24")]), 22,
+             "nodes[1].underlay.address", "192.168.50.255 is the broadcast address of its underlay subnet"),
+        case("underlay: inside cluster_cidr", ov(&[(11, "      address: 10.244.200.1/24")]), 11,
+             "nodes[0].underlay.address", "underlay subnet 10.244.200.0/24 overlaps cluster_cidr 10.244.0.0/16"),
+        case("underlay: duplicate address", ov(&[(22, "      address: 192.168.50.1/24")]), 22,
+             "nodes[1].underlay.address", "192.168.50.1 is already the underlay address of node node-1 at line 11 (expected a unique underlay address per node)"),
+        case("underlay: peer off-subnet, no gateway", ov(&[(22, "      address: 10.0.0.2/24")]), 22,
+             "nodes[1].underlay.address", "node-2's underlay 10.0.0.2/24 is not on node-1's underlay subnet 192.168.50.0/24 and node-1 has no underlay.gateway (expected an address in 192.168.50.1-192.168.50.254, or an underlay.gateway on node-1)"),
+        case("underlay: the later node lacks the gateway",
+             ov(&[(11, "      address: 192.168.50.1/24\n      gateway: 192.168.50.254"), (22, "      address: 10.0.0.2/24")]), 23,
+             "nodes[1].underlay.address", "node-1's underlay 192.168.50.1/24 is not on node-2's underlay subnet 10.0.0.0/24 and node-2 has no underlay.gateway"),
+        case("underlay: gateway outside the subnet", ov(&[(11, "      address: 192.168.50.1/24\n      gateway: 192.168.51.1")]), 12,
+             "nodes[0].underlay.gateway", "192.168.51.1 is outside the node's underlay subnet 192.168.50.0/24 (expected a host address in 192.168.50.1-192.168.50.254)"),
+        case("underlay: gateway is the node's own address", ov(&[(11, "      address: 192.168.50.1/24\n      gateway: 192.168.50.1")]), 12,
+             "nodes[0].underlay.gateway", "192.168.50.1 is the node's own underlay address"),
+        case("underlay: interface of a pod port", ov(&[(10, "      interface: veth-web1")]), 10,
+             "nodes[0].underlay.interface", "interface `veth-web1` is already used on this node by nodes[0].pods[0].port at line 17 (expected an underlay interface that no pod port uses)"),
+        case("underlay: interface name too long", ov(&[(21, "      interface: underlay-uplink0")]), 21,
+             "nodes[1].underlay.interface", "is 16 bytes long; Linux allows at most 15"),
+        case("underlay: duplicate vtep_mac",
+             ov(&[(11, "      address: 192.168.50.1/24\n      vtep_mac: \"02:00:00:00:aa:01\""), (22, "      address: 192.168.50.2/24\n      vtep_mac: \"02:00:00:00:AA:01\"")]), 24,
+             "nodes[1].underlay.vtep_mac", "02:00:00:00:aa:01 is already the vtep_mac of node node-1 at line 12 (expected a unique VTEP MAC per node)"),
+        case("underlay: vtep_mac equal to a derived one",
+             ov(&[(22, "      address: 192.168.50.2/24\n      vtep_mac: \"02:03:b9:55:54:26\"")]), 23,
+             "nodes[1].underlay.vtep_mac", "02:03:b9:55:54:26 is already the vtep_mac of node node-1 (derived from its name) at line 7"),
+        case("underlay: multicast vtep_mac", ov(&[(22, "      address: 192.168.50.2/24\n      vtep_mac: \"01:00:5e:00:00:01\"")]), 23,
+             "nodes[1].underlay.vtep_mac", "01:00:5e:00:00:01 is a multicast address"),
+        case("underlay: duplicate vtep_mac in udp mode", ov(&[(5, "    mode: udp"), (22, "      address: 192.168.50.2/24\n      vtep_mac: \"02:03:b9:55:54:26\"")]), 23,
+             "nodes[1].underlay.vtep_mac", "is already the vtep_mac of node node-1 (derived from its name) at line 7"),
+        case("underlay: zero uplink mac", ov(&[(22, "      address: 192.168.50.2/24\n      mac: \"00:00:00:00:00:00\"")]), 23,
+             "nodes[1].underlay.mac", "not a usable address"),
+        case("underlay: bad ring", ov(&[(22, "      address: 192.168.50.2/24\n      ring: v1")]), 23,
+             "nodes[1].underlay.ring", "`v1` is not a ring kind (expected v2 or v3)"),
+        case("dataplane: unknown", ov(&[(19, "    pod_cidr: 10.244.2.0/24\n    dataplane: dpdk")]), 20,
+             "nodes[1].dataplane", "`dpdk` is not a dataplane (expected sluice or kernel)"),
+        case("dataplane: kernel without overlay", insert_after(6, "    dataplane: kernel"), 7,
+             "nodes[0].dataplane", "dataplane: kernel needs cluster.overlay"),
+        case("dataplane: kernel with an uplink mac",
+             ov(&[(19, "    pod_cidr: 10.244.2.0/24\n    dataplane: kernel"), (22, "      address: 192.168.50.2/24\n      mac: \"02:00:00:00:50:02\"")]), 24,
+             "nodes[1].underlay.mac", "mac applies to dataplane sluice only (no engine runs on a kernel node; expected no mac here, or dataplane: sluice)"),
+        case("dataplane: kernel with a ring",
+             ov(&[(19, "    pod_cidr: 10.244.2.0/24\n    dataplane: kernel"), (22, "      address: 192.168.50.2/24\n      ring: v3")]), 24,
+             "nodes[1].underlay.ring", "ring applies to dataplane sluice only"),
+        case("dataplane: kernel with an admin socket",
+             ov(&[(19, "    pod_cidr: 10.244.2.0/24\n    dataplane: kernel\n    admin_socket: /run/sluice/n2.sock")]), 21,
+             "nodes[1].admin_socket", "admin_socket applies to dataplane sluice only"),
     ]
 }
 
@@ -222,6 +352,35 @@ fn check(case: &Case) -> Result<(), String> {
 fn the_base_file_is_valid() {
     let c = config::parse_str(BASE, Path::new("base.yaml")).unwrap();
     assert_eq!(c.nodes[0].pods.len(), 2);
+}
+
+#[test]
+fn the_overlay_base_file_is_valid() {
+    let c = config::parse_str(OVERLAY_BASE, Path::new("base.yaml")).unwrap();
+    assert!(c.overlay.is_some());
+    assert!(c.nodes.iter().all(|n| n.underlay.is_some()));
+    // A kernel node may omit its interface, and a gateway reaches another subnet.
+    let text = ov(&[
+        (
+            11,
+            "      address: 192.168.50.1/24\n      gateway: 192.168.50.254",
+        ),
+        (19, "    pod_cidr: 10.244.2.0/24\n    dataplane: kernel"),
+        (21, ""),
+        (22, "      address: 10.0.0.2/24\n      gateway: 10.0.0.254"),
+    ]);
+    let c = config::parse_str(&text, Path::new("base.yaml")).unwrap();
+    assert_eq!(c.nodes[1].underlay.as_ref().unwrap().interface, None);
+    // A kernel node without a gateway is the kernel's business, not sluice's.
+    let text = ov(&[
+        (
+            11,
+            "      address: 192.168.50.1/24\n      gateway: 192.168.50.254",
+        ),
+        (19, "    pod_cidr: 10.244.2.0/24\n    dataplane: kernel"),
+        (22, "      address: 10.0.0.2/24"),
+    ]);
+    assert!(config::parse_str(&text, Path::new("base.yaml")).is_ok());
 }
 
 #[test]

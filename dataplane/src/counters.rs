@@ -56,6 +56,26 @@ reasons!(DropReason {
     IcmpMalformed => "icmp_malformed", "ICMP message to the gateway too short or with a bad checksum";
     TxFailed => "tx_failed", "the output port could not take the frame (device queue full or error)";
     RxRing => "rx_ring", "dropped by the kernel before the engine read it (ring full) or truncated by the ring";
+    FragNeeded => "frag_needed", "DF packet larger than the pod MTU of the overlay (ICMP fragmentation needed sent)";
+    UnderlayNotForUs => "underlay_not_for_us", "IPv4 on the underlay uplink not addressed to this node's underlay address";
+    OverlayEthernetTruncated => "overlay_ethernet_truncated", "tunnel frame shorter than an Ethernet header";
+    OverlayNotIpv4 => "overlay_not_ipv4", "tunnel frame whose outer ethertype is not IPv4";
+    OverlayOuterIpv4Malformed => "overlay_outer_ipv4_malformed", "tunnel frame with a truncated or invalid outer IPv4 header";
+    OverlayOuterIpv4Checksum => "overlay_outer_ipv4_checksum", "tunnel frame whose outer IPv4 header checksum is wrong";
+    OverlayOuterFragment => "overlay_outer_fragment", "tunnel frame that is an outer IPv4 fragment (not reassembled)";
+    OverlayNotUdp => "overlay_not_udp", "packet to this node's underlay address that is neither UDP to the tunnel port nor ICMP echo";
+    OverlayWrongPort => "overlay_wrong_port", "UDP to this node's underlay address on a port other than the tunnel's";
+    OverlayUdpLength => "overlay_udp_length", "tunnel frame whose UDP length disagrees with its IPv4 payload";
+    OverlayUdpChecksum => "overlay_udp_checksum", "tunnel frame with a wrong nonzero outer UDP checksum";
+    VxlanTruncated => "vxlan_truncated", "UDP payload shorter than the 8-byte VXLAN header";
+    VxlanBadFlags => "vxlan_bad_flags", "VXLAN header with the I flag clear or reserved bits set";
+    OverlayInnerTruncated => "overlay_inner_truncated", "tunnel frame whose inner Ethernet header is cut short";
+    OverlayInnerIpv4Malformed => "overlay_inner_ipv4_malformed", "tunnel frame whose inner IPv4 header is truncated or invalid";
+    OverlayUnknownPeer => "overlay_unknown_peer", "tunnel frame from an underlay address that is not a known peer node";
+    OverlayWrongVni => "overlay_wrong_vni", "VXLAN frame with a VNI other than the configured one";
+    OverlayInnerNotForUs => "overlay_inner_not_for_us", "VXLAN inner frame not addressed to this node's VTEP MAC";
+    OverlayInnerNotIpv4 => "overlay_inner_not_ipv4", "VXLAN inner frame that is not IPv4";
+    OverlayNoRoute => "overlay_no_route", "decapsulated packet for an address that is not a pod of this node";
 });
 
 reasons!(Event {
@@ -66,6 +86,9 @@ reasons!(Event {
     IcmpErrorSent => "icmp_error_sent", "ICMP errors sent (unreachable, time exceeded)";
     IcmpErrorRateLimited => "icmp_error_rate_limited", "ICMP errors not sent because of the rate limit";
     Routed => "routed", "IPv4 packets forwarded";
+    Encapsulated => "overlay_encapsulated", "packets encapsulated towards a peer node";
+    Decapsulated => "overlay_decapsulated", "tunnel packets accepted from a peer node";
+    Fragmented => "ipv4_fragmented", "packets without DF split into fragments to fit the overlay";
 });
 
 /// Counters of one port.

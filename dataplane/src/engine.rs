@@ -56,10 +56,15 @@ pub struct Engine {
     neighbours_out: Option<Arc<AdminState>>,
 }
 
-/// Open the ports a configuration names, in order.
+/// Frames the engine may originate per received frame (GSO segments of one super-frame,
+/// fragments, ARP): the capacity of the `local` batch.
+pub const LOCAL: usize = 160;
+
+/// Open the ports a configuration names, in order, then the overlay's uplink (if any).
 pub fn open_ports(cfg: &EngineConfig) -> Result<Vec<Box<dyn Port>>, EngineError> {
     cfg.ports
         .iter()
+        .chain(cfg.overlay.as_ref().map(|o| &o.uplink))
         .map(|p| {
             let r: io::Result<Box<dyn Port>> = match &p.kind {
                 PortKind::AfPacket { ring } => {
@@ -94,11 +99,18 @@ impl Engine {
         let macs: Vec<Mac> = ports.iter().map(|p| p.mac()).collect();
         let names = ports.iter().map(|p| p.name().to_string()).collect();
         let n = ports.len();
+        let mut pipeline = Pipeline::new(cfg.gateway, macs, &cfg.routes);
+        if let Some(ov) = &cfg.overlay {
+            // The uplink is opened after the pod ports (see `open_ports`).
+            if cfg.ports.len() < n {
+                pipeline.set_overlay(ov, cfg.ports.len() as PortId);
+            }
+        }
         Engine {
-            pipeline: Pipeline::new(cfg.gateway, macs, &cfg.routes),
+            pipeline,
             ports,
             rx: Batch::new(BURST),
-            local: Batch::new(BURST),
+            local: Batch::new(LOCAL),
             txq: vec![Vec::with_capacity(2 * BURST); n],
             shared: Arc::new(SharedCounters::new(names)),
             learned_seen: 0,
@@ -139,9 +151,21 @@ impl Engine {
                 tracing::info!(port = self.ports[p].name(), "receiving again");
             }
             work += n;
-            self.pipeline.process(&mut self.rx, &mut self.local, now);
-            transmit(&mut self.ports, &mut self.txq, &mut self.pipeline, &self.rx);
-            self.flush_local();
+            let mut start = 0;
+            while start < n {
+                let end = self
+                    .pipeline
+                    .process_from(&mut self.rx, start, &mut self.local, now);
+                transmit(
+                    &mut self.ports,
+                    &mut self.txq,
+                    &mut self.pipeline,
+                    &self.rx,
+                    start..end,
+                );
+                self.flush_local();
+                start = end;
+            }
         }
         if self.pipeline.next_deadline().is_some_and(|d| d <= now) {
             self.pipeline.timers(&mut self.local, now);
@@ -157,6 +181,7 @@ impl Engine {
                 &mut self.txq,
                 &mut self.pipeline,
                 &self.local,
+                0..self.local.len(),
             );
             self.local.clear();
         }
@@ -249,17 +274,19 @@ impl Engine {
     }
 }
 
-/// Send every frame of `batch` that has an output port, one burst per port.
+/// Send every frame of `batch[range]` that has an output port, one burst per port.
 fn transmit(
     ports: &mut [Box<dyn Port>],
     txq: &mut [Vec<u16>],
     pipeline: &mut Pipeline,
     batch: &Batch,
+    range: std::ops::Range<usize>,
 ) {
     for q in txq.iter_mut() {
         q.clear();
     }
-    for (i, pkt) in batch.iter().enumerate() {
+    for i in range {
+        let pkt = batch.get(i);
         if let Some(q) = pkt.meta.out_port.and_then(|o| txq.get_mut(usize::from(o))) {
             q.push(i as u16);
         }
@@ -290,6 +317,7 @@ pub fn run_node(cfg: &EngineConfig) -> Result<(), EngineError> {
     let port_info: Vec<_> = cfg
         .ports
         .iter()
+        .chain(cfg.overlay.as_ref().map(|o| &o.uplink))
         .zip(engine.pipeline.macs())
         .map(|(p, mac)| {
             let kind = match &p.kind {
@@ -307,11 +335,21 @@ pub fn run_node(cfg: &EngineConfig) -> Result<(), EngineError> {
                    "via": r.via.map(|v| v.to_string())})
         })
         .collect();
+    let mut routes = routes;
+    if let Some(ov) = &cfg.overlay {
+        for p in &ov.peers {
+            routes.push(
+                json!({"prefix": format!("{}/{}", p.pod_cidr, p.pod_prefix_len),
+                "port": ov.uplink.name, "via": p.underlay_ip.to_string(), "peer": p.node}),
+            );
+        }
+    }
+    let overlay = engine.pipeline.overlay_info();
     let state = Arc::new(AdminState {
         node: cfg.node.clone(),
         counters: engine.shared(),
         ports: json!(port_info),
-        routes: json!({"gateway": cfg.gateway.to_string(), "routes": routes}),
+        routes: json!({"gateway": cfg.gateway.to_string(), "routes": routes, "overlay": overlay}),
         neighbours: Mutex::new(json!([])),
     });
     engine.neighbours_out = Some(state.clone());

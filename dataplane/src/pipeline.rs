@@ -17,8 +17,10 @@ use std::time::Instant;
 
 use encap::{arp, checksum, ethernet, icmpv4, ipv4};
 
+use crate::config::OverlayConfig;
 use crate::counters::{Counters, DropReason, Event};
 use crate::neigh::{Due, Hold, Neighbours};
+use crate::overlay::Overlay;
 use crate::packet::{Batch, Meta, Offload, PacketBuf, PortId};
 use crate::port::Mac;
 use crate::route::{Route, RouteTable};
@@ -63,14 +65,23 @@ impl TokenBucket {
 }
 
 pub struct Pipeline {
-    gateway: Ipv4Addr,
-    macs: Vec<Mac>,
+    pub(crate) gateway: Ipv4Addr,
+    pub(crate) macs: Vec<Mac>,
     pub routes: RouteTable,
     pub neigh: Neighbours,
     pub counters: Counters,
     icmp_budget: TokenBucket,
     due: Vec<Due>,
+    /// Pod traffic to other nodes (see [`crate::overlay`]).
+    pub(crate) overlay: Option<Overlay>,
+    /// Segmentation and fragmentation output, one frame at a time.
+    pub(crate) scratch: Box<[u8]>,
+    /// An ARP request the overlay needs but could not append to `local` yet.
+    pub(crate) arp_wanted: Option<(PortId, Ipv4Addr)>,
 }
+
+/// Bytes of [`Pipeline::scratch`]: the largest segment or fragment (headers + 64 KiB).
+const SCRATCH: usize = encap::offload::MAX_HEADERS_LEN + 65536;
 
 impl Pipeline {
     /// A pipeline for ports whose engine MACs are `macs` (index = port id).
@@ -91,7 +102,25 @@ impl Pipeline {
                 last: Instant::now(),
             },
             due: Vec::new(),
+            overlay: None,
+            scratch: vec![0u8; SCRATCH].into_boxed_slice(),
+            arp_wanted: None,
         }
+    }
+
+    /// Adds the overlay of `cfg`, its uplink being port `uplink` (its MAC must be in `macs`),
+    /// with a route per peer.
+    pub fn set_overlay(&mut self, cfg: &OverlayConfig, uplink: PortId) {
+        let (ov, routes) = Overlay::new(cfg, uplink);
+        for r in routes {
+            self.routes.insert(r);
+        }
+        self.overlay = Some(ov);
+    }
+
+    /// The uplink port, when an overlay is configured.
+    pub fn uplink(&self) -> Option<PortId> {
+        self.overlay.as_ref().map(|o| o.uplink)
     }
 
     pub fn gateway(&self) -> Ipv4Addr {
@@ -104,7 +133,26 @@ impl Pipeline {
 
     /// Decide every frame of `batch` (sets `meta.out_port`); originated frames go to `local`.
     pub fn process(&mut self, batch: &mut Batch, local: &mut Batch, now: Instant) {
-        for i in 0..batch.len() {
+        let mut start = 0;
+        while start < batch.len() {
+            start = self.process_from(batch, start, local, now);
+        }
+    }
+
+    /// Decide the frames of `batch` from index `start` on; returns the index to continue from.
+    /// Stops right after a frame that appended frames to `local` (GSO segments, fragments,
+    /// released or ARP frames), so that the caller can send `batch[start..returned]` and then
+    /// `local` before going on: frames leave in the order they came, and `local` never has to
+    /// hold the output of more than one frame.
+    pub fn process_from(
+        &mut self,
+        batch: &mut Batch,
+        start: usize,
+        local: &mut Batch,
+        now: Instant,
+    ) -> usize {
+        for i in start..batch.len() {
+            let before = local.len();
             let pkt = batch.get_mut(i);
             let in_port = pkt.meta.in_port;
             if let Some(c) = self.counters.ports.get_mut(usize::from(in_port)) {
@@ -124,7 +172,11 @@ impl Pipeline {
                 }
                 Verdict::Consumed => None,
             };
+            if local.len() != before {
+                return i + 1;
+            }
         }
+        batch.len()
     }
 
     fn classify(&mut self, pkt: &mut PacketBuf, local: &mut Batch, now: Instant) -> Verdict {
@@ -140,6 +192,9 @@ impl Pipeline {
         if !to_me && !ethernet::is_multicast(dst_mac) {
             return Verdict::Drop(DropReason::NotForUs);
         }
+        if self.uplink() == Some(in_port) {
+            return self.underlay(pkt, my_mac, ethertype, to_me, local, now);
+        }
         match ethertype {
             ethernet::ethertype::ARP => self.arp(pkt, my_mac, local),
             ethernet::ethertype::IPV4 if !to_me => Verdict::Drop(DropReason::Ipv4Multicast),
@@ -154,10 +209,13 @@ impl Pipeline {
     /// ARP) any address routed out of another port, so pods configured with a subnet route
     /// instead of a /32 still reach their neighbours through the engine.
     fn answers_arp_for(&self, target: Ipv4Addr, port: PortId) -> bool {
+        if let Some(a) = self.answers_underlay_arp(target, port) {
+            return a;
+        }
         target == self.gateway || self.routes.lookup(target).is_some_and(|r| r.port != port)
     }
 
-    fn arp(&mut self, pkt: &mut PacketBuf, my_mac: Mac, local: &mut Batch) -> Verdict {
+    pub(crate) fn arp(&mut self, pkt: &mut PacketBuf, my_mac: Mac, local: &mut Batch) -> Verdict {
         let in_port = pkt.meta.in_port;
         let repr = match arp::Packet::new_checked(&pkt.data()[ETH..]) {
             Ok(p) => arp::Repr::parse(&p),
@@ -212,6 +270,19 @@ impl Pipeline {
     }
 
     fn ipv4(&mut self, pkt: &mut PacketBuf, local: &mut Batch, now: Instant) -> Verdict {
+        self.ipv4_routed(pkt, local, now, false)
+    }
+
+    /// Validates and routes an IPv4 frame. `from_tunnel`: it was just decapsulated, so it may
+    /// only go to a local pod (never back into the tunnel), and errors are counted without an
+    /// ICMP reply (which would have to travel back through the tunnel).
+    pub(crate) fn ipv4_routed(
+        &mut self,
+        pkt: &mut PacketBuf,
+        local: &mut Batch,
+        now: Instant,
+        from_tunnel: bool,
+    ) -> Verdict {
         let (src, dst, ttl, total) = {
             let ip = match ipv4::Packet::new_checked(&pkt.data()[ETH..]) {
                 Ok(ip) => ip,
@@ -225,6 +296,9 @@ impl Pipeline {
         // Drop Ethernet padding behind the datagram.
         pkt.set_len(ETH + usize::from(total));
         if dst == self.gateway {
+            if from_tunnel {
+                return Verdict::Drop(DropReason::LocalUnsupported);
+            }
             return self.local(pkt);
         }
         if dst.is_multicast() || dst.is_broadcast() {
@@ -233,7 +307,18 @@ impl Pipeline {
         if martian_source(src) {
             return Verdict::Drop(DropReason::Ipv4Martian);
         }
-        let Some(route) = self.routes.lookup(dst).copied() else {
+        let uplink = self.uplink();
+        let route = self.routes.lookup(dst).copied();
+        if from_tunnel {
+            match route {
+                Some(r) if Some(r.port) != uplink => {}
+                _ => return Verdict::Drop(DropReason::OverlayNoRoute),
+            }
+            if ttl <= 1 {
+                return Verdict::Drop(DropReason::TtlExpired);
+            }
+        }
+        let Some(route) = route else {
             return self.icmp_error(
                 pkt,
                 icmpv4::DEST_UNREACHABLE,
@@ -253,6 +338,15 @@ impl Pipeline {
         }
         ipv4::Packet::new_unchecked(&mut pkt.data_mut()[ETH..]).decrement_ttl();
         self.counters.event(Event::Routed);
+        if Some(route.port) == uplink {
+            let peer = route
+                .via
+                .and_then(|v| self.overlay.as_ref().and_then(|o| o.peer_index(v)));
+            return match peer {
+                Some(p) => self.send_to_peer(pkt, p, local, now),
+                None => Verdict::Drop(DropReason::NoRoute),
+            };
+        }
         let next_hop = route.next_hop(dst);
         pkt.meta.out_port = Some(route.port);
         match self.neigh.lookup(route.port, next_hop) {
@@ -274,8 +368,9 @@ impl Pipeline {
         }
     }
 
-    /// A datagram for the gateway address itself: answer pings.
-    fn local(&mut self, pkt: &mut PacketBuf) -> Verdict {
+    /// A datagram for the gateway address itself (or, on the uplink, the underlay address):
+    /// answer pings.
+    pub(crate) fn local(&mut self, pkt: &mut PacketBuf) -> Verdict {
         let in_port = pkt.meta.in_port;
         let data = pkt.data_mut();
         let (src_mac, ihl) = {
@@ -331,6 +426,20 @@ impl Pipeline {
         now: Instant,
         reason: DropReason,
     ) -> Verdict {
+        self.icmp_error_rest(pkt, msg_type, code, [0; 4], now, reason)
+    }
+
+    /// [`Pipeline::icmp_error`] with the 4 bytes after the checksum given (e.g. the next-hop
+    /// MTU of fragmentation-needed).
+    pub(crate) fn icmp_error_rest(
+        &mut self,
+        pkt: &mut PacketBuf,
+        msg_type: u8,
+        code: u8,
+        rest: [u8; 4],
+        now: Instant,
+        reason: DropReason,
+    ) -> Verdict {
         if !may_send_icmp_error(&pkt.data()[ETH..]) {
             return Verdict::Drop(reason);
         }
@@ -340,12 +449,12 @@ impl Pipeline {
         }
         let in_port = pkt.meta.in_port;
         let my_mac = self.macs[usize::from(in_port)];
-        build_icmp_error(pkt, self.gateway, my_mac, msg_type, code, [0; 4]);
+        build_icmp_error(pkt, self.gateway, my_mac, msg_type, code, rest);
         self.counters.event(Event::IcmpErrorSent);
         Verdict::DropAndReply(reason)
     }
 
-    fn arp_request(&mut self, port: PortId, target: Ipv4Addr, local: &mut Batch) {
+    pub(crate) fn arp_request(&mut self, port: PortId, target: Ipv4Addr, local: &mut Batch) {
         let mac = self.macs[usize::from(port)];
         let mut frame = [0u8; ETH + arp::LEN];
         write_eth(
@@ -357,7 +466,7 @@ impl Pipeline {
         arp::Repr {
             op: arp::REQUEST,
             sender_mac: mac,
-            sender_ip: self.gateway,
+            sender_ip: self.arp_source(port),
             target_mac: [0; 6],
             target_ip: target,
         }
@@ -391,6 +500,18 @@ impl Pipeline {
                     for &slot in &held {
                         let h = self.neigh.held(slot);
                         let in_port = h.meta.in_port;
+                        // A held tunnel frame has outer headers: no ICMP error can be made
+                        // from it (the peer's underlay address did not answer).
+                        // A frame decapsulated from a peer cannot get one either (it would
+                        // have to be encapsulated back).
+                        let uplink = self.uplink();
+                        if uplink.is_some()
+                            && (h.meta.out_port == uplink || Some(in_port) == uplink)
+                        {
+                            self.counters
+                                .drop(DropReason::NeighbourUnresolved, usize::from(in_port));
+                            continue;
+                        }
                         let meta = Meta {
                             in_port,
                             out_port: Some(in_port),

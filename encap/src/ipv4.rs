@@ -360,6 +360,103 @@ impl Repr {
     }
 }
 
+/// Splits the IPv4 packet `packet` (checked, DF ignored: the caller decides whether it may be
+/// fragmented) into fragments of at most `mtu` bytes each (RFC 791 section 3.2), calling
+/// `emit` once per fragment in order; returns how many. A packet that fits is emitted once,
+/// unchanged, without copying.
+///
+/// Each fragment carries the original header with its total length, the MF flag and the
+/// fragment offset (relative to the original's own offset: a fragment can be fragmented again)
+/// set, and its checksum recomputed; the first keeps every option, the others only the options
+/// whose "copied" bit is set (padded to a 4-byte multiple with end-of-option bytes). Payload
+/// pieces are multiples of 8 bytes except the last; the last keeps the original's MF flag.
+/// Bytes after the total length (Ethernet padding) are ignored.
+///
+/// `scratch` must hold `mtu` bytes. Errors (nothing is emitted): the packet does not parse
+/// ([`Packet::new_checked`]), `scratch` is shorter than `mtu` (`Truncated`), or `mtu` leaves
+/// no room for 8 payload bytes after a header (`BadTotalLength`).
+pub fn fragment(
+    packet: &[u8],
+    mtu: usize,
+    scratch: &mut [u8],
+    mut emit: impl FnMut(&[u8]),
+) -> Result<usize, Error> {
+    let p = Packet::new_checked(packet)?;
+    let total = usize::from(p.total_len());
+    if total <= mtu {
+        emit(&packet[..total]);
+        return Ok(1);
+    }
+    if scratch.len() < mtu {
+        return Err(Error::Truncated);
+    }
+    let hl = p.header_len();
+    // Options copied into every fragment (RFC 791: type octet's high bit).
+    let mut later_opts = [0u8; 40];
+    let mut later_len = 0;
+    let opts = p.options();
+    let mut i = 0;
+    while i < opts.len() {
+        let t = opts[i];
+        let len = match t {
+            0 => break,
+            1 => 1,
+            _ => match opts.get(i + 1) {
+                Some(&l) if usize::from(l) >= 2 && i + usize::from(l) <= opts.len() => {
+                    usize::from(l)
+                }
+                _ => break,
+            },
+        };
+        if t & 0x80 != 0 {
+            later_opts[later_len..later_len + len].copy_from_slice(&opts[i..i + len]);
+            later_len += len;
+        }
+        i += len;
+    }
+    let later_hl = HEADER_LEN + later_len.div_ceil(4) * 4;
+    let first_room = mtu.saturating_sub(hl) / 8 * 8;
+    let later_room = mtu.saturating_sub(later_hl) / 8 * 8;
+    if first_room == 0 || later_room == 0 {
+        return Err(Error::BadTotalLength);
+    }
+    let payload = &packet[hl..total];
+    let base = usize::from(p.frag_offset());
+    let orig_mf = p.more_frags();
+    let mut off = 0;
+    let mut n = 0;
+    while off < payload.len() {
+        let (h, room) = if off == 0 {
+            (hl, first_room)
+        } else {
+            (later_hl, later_room)
+        };
+        let take = room.min(payload.len() - off);
+        let last = off + take == payload.len();
+        let out = &mut scratch[..h + take];
+        if off == 0 {
+            out[..hl].copy_from_slice(&packet[..hl]);
+        } else {
+            out[..HEADER_LEN].copy_from_slice(&packet[..HEADER_LEN]);
+            out[HEADER_LEN..HEADER_LEN + later_len].copy_from_slice(&later_opts[..later_len]);
+            out[HEADER_LEN + later_len..later_hl].fill(0);
+            out[field::VER_IHL] = 0x40 | (later_hl / 4) as u8;
+        }
+        out[h..].copy_from_slice(&payload[off..off + take]);
+        let frag_off = ((base + off) / 8) as u16 & OFFSET_MASK;
+        let df = p.flags_offset() & FLAG_DF;
+        let mf = if !last || orig_mf { FLAG_MF } else { 0 };
+        let mut f = Packet::new_unchecked(&mut out[..]);
+        f.put16(field::FLG_OFF.start, df | mf | frag_off);
+        f.set_total_len((h + take) as u16);
+        f.fill_checksum();
+        emit(out);
+        n += 1;
+        off += take;
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,6 +623,150 @@ mod tests {
                 prop_assert!(p.header_len() <= usize::from(p.total_len()));
                 prop_assert!(usize::from(p.total_len()) <= d.len());
             }
+        }
+    }
+
+    fn packet_with(payload_len: usize, df: bool, options: &[u8]) -> Vec<u8> {
+        let hl = HEADER_LEN + options.len();
+        let mut b = vec![0u8; hl + payload_len];
+        Repr {
+            src: Ipv4Addr::new(10, 244, 1, 10),
+            dst: Ipv4Addr::new(10, 244, 2, 10),
+            protocol: protocol::UDP,
+            ttl: 63,
+            ident: 0x1234,
+            dont_frag: df,
+            payload_len: payload_len as u16,
+        }
+        .emit(&mut b);
+        b[HEADER_LEN..hl].copy_from_slice(options);
+        b[0] = 0x40 | (hl / 4) as u8;
+        let total = (hl + payload_len) as u16;
+        b[2..4].copy_from_slice(&total.to_be_bytes());
+        for (i, x) in b[hl..].iter_mut().enumerate() {
+            *x = (i * 7 % 251) as u8;
+        }
+        Packet::new_unchecked(&mut b[..]).fill_checksum();
+        b
+    }
+
+    fn frags(packet: &[u8], mtu: usize) -> Vec<Vec<u8>> {
+        let mut scratch = vec![0u8; mtu];
+        let mut out = Vec::new();
+        fragment(packet, mtu, &mut scratch, |f| out.push(f.to_vec())).unwrap();
+        out
+    }
+
+    /// Reassembles fragments (by offset) and checks every header.
+    fn reassemble(fs: &[Vec<u8>], mtu: usize) -> Vec<u8> {
+        let mut data = Vec::new();
+        for (i, f) in fs.iter().enumerate() {
+            let p = Packet::new_checked(&f[..]).unwrap();
+            assert!(p.verify_checksum(), "fragment {i}");
+            assert!(f.len() <= mtu, "fragment {i} is {} > {mtu}", f.len());
+            assert_eq!(usize::from(p.total_len()), f.len());
+            assert_eq!(usize::from(p.frag_offset()), data.len(), "fragment {i}");
+            assert_eq!(p.more_frags(), i + 1 < fs.len(), "fragment {i}");
+            assert_eq!(p.ident(), 0x1234);
+            if i + 1 < fs.len() {
+                assert_eq!(p.payload().len() % 8, 0);
+            }
+            data.extend_from_slice(p.payload());
+        }
+        data
+    }
+
+    #[test]
+    fn fragments_reassemble_to_the_original() {
+        let pkt = packet_with(3000, false, &[]);
+        let fs = frags(&pkt, 1450);
+        assert_eq!(fs.len(), 3);
+        assert_eq!(fs[0].len(), 20 + 1424);
+        assert_eq!(reassemble(&fs, 1450), pkt[20..].to_vec());
+        // Fits: emitted as it is.
+        assert_eq!(frags(&pkt, 3020), vec![pkt.clone()]);
+    }
+
+    #[test]
+    fn only_copied_options_follow_into_later_fragments() {
+        // A copied option (type 0x94: router alert, 4 bytes) and a non-copied one (NOP, 1
+        // byte; padded with EOL to 8 bytes of options).
+        let opts = [0x01, 0x94, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00];
+        let pkt = packet_with(2000, false, &opts);
+        let fs = frags(&pkt, 1000);
+        assert_eq!(&fs[0][20..28], &opts);
+        for f in &fs[1..] {
+            let p = Packet::new_checked(&f[..]).unwrap();
+            assert_eq!(p.header_len(), 24);
+            assert_eq!(p.options(), &[0x94, 0x04, 0x00, 0x00]);
+        }
+        let mut data = Vec::new();
+        for f in &fs {
+            data.extend_from_slice(Packet::new_checked(&f[..]).unwrap().payload());
+        }
+        assert_eq!(data, pkt[28..].to_vec());
+    }
+
+    #[test]
+    fn a_fragment_fragments_again_with_its_offset() {
+        let mut pkt = packet_with(2000, false, &[]);
+        // Pretend it is the middle fragment of something bigger: offset 800, MF set.
+        pkt[6..8].copy_from_slice(&(0x2000u16 | 100).to_be_bytes());
+        Packet::new_unchecked(&mut pkt[..]).fill_checksum();
+        let fs = frags(&pkt, 1000);
+        let first = Packet::new_checked(&fs[0][..]).unwrap();
+        assert_eq!(first.frag_offset(), 800);
+        let last = Packet::new_checked(&fs[fs.len() - 1][..]).unwrap();
+        assert!(
+            last.more_frags(),
+            "the original had MF: so does its last piece"
+        );
+    }
+
+    #[test]
+    fn fragment_errors_emit_nothing() {
+        let pkt = packet_with(100, true, &[]);
+        let mut called = false;
+        let mut small = [0u8; 10];
+        assert_eq!(
+            fragment(&pkt, 60, &mut small, |_| called = true),
+            Err(Error::Truncated)
+        );
+        let mut scratch = [0u8; 64];
+        assert_eq!(
+            fragment(&pkt, 27, &mut scratch, |_| called = true),
+            Err(Error::BadTotalLength)
+        );
+        assert_eq!(
+            fragment(&pkt[..10], 60, &mut scratch, |_| called = true),
+            Err(Error::Truncated)
+        );
+        assert!(!called);
+    }
+
+    proptest! {
+        #[test]
+        fn fragmenting_never_panics_and_always_reassembles(
+            len in 0usize..5000, mtu in 28usize..3000, df: bool,
+        ) {
+            let pkt = packet_with(len, df, &[]);
+            let mut scratch = vec![0u8; mtu];
+            let mut out = Vec::new();
+            if fragment(&pkt, mtu, &mut scratch, |f| out.push(f.to_vec())).is_ok() {
+                if pkt.len() <= mtu {
+                    prop_assert_eq!(out, vec![pkt.clone()]);
+                } else {
+                    prop_assert_eq!(reassemble(&out, mtu), pkt[20..].to_vec());
+                }
+            }
+        }
+
+        #[test]
+        fn fragment_of_garbage_never_panics(
+            data in proptest::collection::vec(any::<u8>(), 0..200), mtu in 0usize..300,
+        ) {
+            let mut scratch = vec![0u8; 300];
+            let _ = fragment(&data, mtu, &mut scratch, |_| {});
         }
     }
 }

@@ -66,6 +66,9 @@ impl Offload {
     }
 }
 
+/// Offset of the checksum in a UDP header (`csum_offset` of a UDP frame).
+const UDP_CSUM_OFFSET: u16 = 6;
+
 /// Length of `struct virtio_net_hdr` (without `num_buffers`).
 pub const VNET_HDR_LEN: usize = 10;
 
@@ -168,8 +171,10 @@ pub fn emit_vnet_hdr(o: &Offload) -> [u8; VNET_HDR_LEN] {
 /// Completes a partial checksum in place, as the kernel's `skb_checksum_help` does: sums
 /// `frame[csum_start..]`, seeded by the 16-bit value already in the checksum field (the
 /// pseudo-header sum the sender's stack put there), and stores the complemented result at
-/// `csum_start + csum_offset` (a result of 0 is stored as 0xffff, which is the same value in
-/// ones' complement and keeps UDP's "0 = no checksum" meaning away).
+/// `csum_start + csum_offset`. A UDP checksum (`csum_offset` 6) that computes to 0 is stored
+/// as 0xffff, the same value in ones' complement, because 0 means "no checksum" in UDP; any
+/// other (TCP's, `csum_offset` 16) is stored as computed, 0 included (RFC 1624: 0xffff would
+/// be a checksum no computation yields).
 ///
 /// Does nothing when `o.needs_csum` is false. Fails if the field does not fit in the frame.
 pub fn complete_checksum(frame: &mut [u8], o: &Offload) -> Result<(), OffloadError> {
@@ -188,7 +193,11 @@ pub fn complete_checksum(frame: &mut [u8], o: &Offload) -> Result<(), OffloadErr
         return Err(bad);
     }
     let c = checksum::data(covered);
-    let c = if c == 0 { 0xffff } else { c };
+    let c = if c == 0 && o.csum_offset == UDP_CSUM_OFFSET {
+        0xffff
+    } else {
+        c
+    };
     frame
         .get_mut(at..at + 2)
         .ok_or(bad)?
@@ -956,6 +965,36 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A checksum that computes to zero: TCP keeps 0x0000, UDP sends 0xffff (0 = none).
+    #[test]
+    fn zero_result_is_mangled_for_udp_only() {
+        for (offset, want) in [(16u16, 0x0000u16), (6, 0xffff)] {
+            // Covered bytes: a 20-byte "header" whose checksum field (at `offset`) is 0, then
+            // two bytes chosen so that everything sums to 0xffff (negative zero).
+            let mut frame = vec![0u8; 14 + 22];
+            for (i, b) in frame[14..34].iter_mut().enumerate() {
+                *b = (i as u8).wrapping_mul(37);
+            }
+            frame[14 + usize::from(offset)..14 + usize::from(offset) + 2].fill(0);
+            let partial = crate::checksum::sum(&frame[14..34]);
+            let fill = 0xffff - partial;
+            frame[34..36].copy_from_slice(&(fill as u16).to_be_bytes());
+            let o = Offload {
+                needs_csum: true,
+                csum_start: 14,
+                csum_offset: offset,
+                ..Offload::default()
+            };
+            complete_checksum(&mut frame, &o).unwrap();
+            let at = 14 + usize::from(offset);
+            assert_eq!(
+                u16::from_be_bytes([frame[at], frame[at + 1]]),
+                want,
+                "csum_offset {offset}"
+            );
         }
     }
 }
