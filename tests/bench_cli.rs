@@ -67,7 +67,15 @@ fn quick_run_writes_json_markdown_and_plots_for_every_scenario() {
         .as_array()
         .expect("overlay devices");
     let names: Vec<&str> = ov.iter().filter_map(|d| d["device"].as_str()).collect();
-    assert_eq!(names, ["sluice-vxlan", "sluice-udp", "kernel-vxlan"]);
+    assert_eq!(
+        names,
+        [
+            "sluice-vxlan",
+            "sluice-vxlan-v3",
+            "sluice-udp",
+            "kernel-vxlan"
+        ]
+    );
     for d in ov {
         let name = d["device"].as_str().unwrap_or("?");
         assert!(d["tcp_mbit_per_s"].as_f64() > Some(0.0), "{name}: {d}");

@@ -1922,7 +1922,7 @@ impl Report {
         let _ = writeln!(
             m,
             "First as fast as the generator goes (pinned to CPU {}), then a bisection between 0 and \
-             what that delivered; loss = 1 - (growth of b's rx_packets) / (frames sent).\n",
+             what that offered; loss = 1 - (growth of b's rx_packets) / (frames sent).\n",
             self.generator_cpu
         );
         let _ = writeln!(

@@ -42,16 +42,24 @@ const POD_B_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
     SluiceVxlan,
+    /// The same with TPACKET_V3 rings on the uplinks (`underlay.ring: v3`).
+    SluiceVxlanV3,
     SluiceUdp,
     KernelVxlan,
 }
 
 impl Device {
-    pub const ALL: [Device; 3] = [Device::SluiceVxlan, Device::SluiceUdp, Device::KernelVxlan];
+    pub const ALL: [Device; 4] = [
+        Device::SluiceVxlan,
+        Device::SluiceVxlanV3,
+        Device::SluiceUdp,
+        Device::KernelVxlan,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Device::SluiceVxlan => "sluice-vxlan",
+            Device::SluiceVxlanV3 => "sluice-vxlan-v3",
             Device::SluiceUdp => "sluice-udp",
             Device::KernelVxlan => "kernel-vxlan",
         }
@@ -60,6 +68,7 @@ impl Device {
     pub fn describe(self) -> &'static str {
         match self {
             Device::SluiceVxlan => "sluice engines on both nodes, VXLAN (VNI 1, port 8472, outer UDP checksums)",
+            Device::SluiceVxlanV3 => "the same, with TPACKET_V3 rings on the underlay uplinks (underlay.ring: v3)",
             Device::SluiceUdp => "sluice engines on both nodes, flannel-style UDP encapsulation (port 8285)",
             Device::KernelVxlan => "both nodes' kernels, flannel's vxlan backend (flannel.1, FDB, neighbour, onlink routes)",
         }
@@ -68,6 +77,10 @@ impl Device {
     fn overlay(self) -> OverlayDef {
         match self {
             Device::SluiceUdp => OverlayDef::udp(),
+            Device::SluiceVxlanV3 => OverlayDef {
+                uplink_ring: crate::testbed::RingDef::V3,
+                ..OverlayDef::vxlan()
+            },
             Device::SluiceVxlan | Device::KernelVxlan => OverlayDef::vxlan(),
         }
     }
@@ -96,6 +109,10 @@ pub struct DeviceResult {
     pub fixed: Vec<Trial>,
     /// Per frame size: the no-drop search (its first trial is full speed).
     pub searches: Vec<(usize, Search)>,
+    /// Per engine (node, drop reason, count) after all the traffic: where sluice lost frames.
+    pub engine_drops: Vec<(String, String, u64)>,
+    /// Per engine (node, CPU seconds used over the whole measurement).
+    pub engine_cpu_s: Vec<(String, f64)>,
 }
 
 /// The scenario's result.
@@ -283,7 +300,31 @@ fn measure(device: Device, bin: &std::path::Path, opts: &Options) -> Result<Devi
         .map_err(|e| format!("no-drop search, {size} B: {e}"))?;
         searches.push((size, s));
     }
+    let mut engine_drops = Vec::new();
+    let mut engine_cpu_s = Vec::new();
+    for n in cluster.nodes() {
+        if let Some(pid) = n.engine_pid() {
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                if let Some(t) = crate::forwarding::parse_task_ticks(&stat) {
+                    // SAFETY: sysconf has no preconditions.
+                    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+                    engine_cpu_s.push((n.name().to_string(), t as f64 / hz));
+                }
+            }
+        }
+        if let Ok(c) = n.counters() {
+            if let Some(d) = c.get("drops").and_then(Value::as_object) {
+                for (reason, v) in d {
+                    if let Some(v) = v.as_u64().filter(|&v| v > 0) {
+                        engine_drops.push((n.name().to_string(), reason.clone(), v));
+                    }
+                }
+            }
+        }
+    }
     Ok(DeviceResult {
+        engine_drops,
+        engine_cpu_s,
         device,
         pod_mtu,
         tcp_mbit,
@@ -403,6 +444,38 @@ impl Report {
                 );
             }
         }
+        if self
+            .devices
+            .iter()
+            .any(|d| !d.engine_drops.is_empty() || !d.engine_cpu_s.is_empty())
+        {
+            let _ = writeln!(
+                m,
+                "\n### The engines: CPU used and frames dropped over the whole run\n"
+            );
+            let _ = writeln!(m, "| device | node | CPU s | drops (reason: count) |");
+            let _ = writeln!(m, "|---|---|---:|---|");
+            for d in &self.devices {
+                for (node, cpu) in &d.engine_cpu_s {
+                    let drops: Vec<String> = d
+                        .engine_drops
+                        .iter()
+                        .filter(|(n, _, _)| n == node)
+                        .map(|(_, r, v)| format!("{r}: {v}"))
+                        .collect();
+                    let _ = writeln!(
+                        m,
+                        "| {} | {node} | {cpu:.1} | {} |",
+                        d.device.name(),
+                        if drops.is_empty() {
+                            "none".to_string()
+                        } else {
+                            drops.join(", ")
+                        }
+                    );
+                }
+            }
+        }
         let _ = writeln!(m, "\n### Notes\n");
         for n in &self.notes {
             let _ = writeln!(m, "- {n}");
@@ -424,6 +497,8 @@ impl Report {
                 "latency": rate::recv_json(&d.latency),
                 "fixed_rates": d.fixed.iter().map(Trial::to_json).collect::<Vec<_>>(),
                 "searches": d.searches.iter().map(|(size, s)| json!({"frame_size": size, "search": s.to_json()})).collect::<Vec<_>>(),
+                "engine_drops": d.engine_drops.iter().map(|(n, r, v)| json!({"node": n, "reason": r, "count": v})).collect::<Vec<_>>(),
+                "engine_cpu_seconds": d.engine_cpu_s.iter().map(|(n, c)| json!({"node": n, "seconds": c})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "notes": self.notes,
         })

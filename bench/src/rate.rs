@@ -19,10 +19,11 @@
 //! - Latency needs the frames themselves: [`latency`] runs a [`crate::pktgen::Receiver`] on the
 //!   sink interface (an AF_PACKET ring; its copy costs CPU on the sink side, so latency is
 //!   measured at a fixed, moderate rate, not at the limit).
-//! - [`no_drop_rate`] first sends as fast as possible; the rate it delivered is the upper
-//!   bound. If that trial lost less than the limit, it is the answer. Otherwise it bisects
-//!   between 0 and the bound, `steps` trials, and keeps the highest rate whose trial lost less
-//!   than the limit. Pacing is the generator's (bursts of up to 32 frames, paced on
+//! - [`no_drop_rate`] first sends as fast as possible; the rate the generator offered is the
+//!   upper bound (not the rate delivered: a device in overload can deliver far less than it
+//!   carries without loss at a lower rate). If that trial lost less than the limit, it is the
+//!   answer. Otherwise it bisects between 0 and the bound, `steps` trials, and keeps the
+//!   highest rate whose trial lost less than the limit. Pacing is the generator's (bursts of up to 32 frames, paced on
 //!   `CLOCK_MONOTONIC`), so the offered rate of a trial is within a fraction of a percent of
 //!   the asked one, except above what the generator's core can send.
 //!
@@ -233,7 +234,7 @@ impl Search {
 
 /// Finds the highest rate at which `path` loses less than `loss_limit` of `spec`'s frames
 /// (`spec.rate_pps` is ignored): a trial as fast as possible, then `steps` bisection trials
-/// between 0 and what that trial delivered.
+/// between 0 and what that trial offered.
 pub fn no_drop_rate(
     path: &PathEnds<'_>,
     spec: &TrialSpec,
@@ -264,7 +265,10 @@ pub fn no_drop_rate(
             trials,
         });
     }
-    let (mut lo, mut hi) = (0u64, max.delivered_pps.ceil() as u64);
+    // The upper bound is what the generator offered, not what got through: a device in
+    // overload may deliver far less than it carries without loss at a lower rate (receive
+    // livelock), so "delivered at full speed" is no bound.
+    let (mut lo, mut hi) = (0u64, max.offered_pps.max(max.delivered_pps).ceil() as u64);
     let mut best: Option<Trial> = None;
     for _ in 0..steps {
         let rate = lo + (hi - lo) / 2;

@@ -518,6 +518,8 @@ pub struct OverlayDef {
     pub udp_checksum: Option<bool>,
     /// The underlay MTU, also set on every underlay link.
     pub mtu: u16,
+    /// The AF_PACKET ring of the sluice nodes' uplinks (written as `underlay.ring`).
+    pub uplink_ring: RingDef,
 }
 
 impl OverlayDef {
@@ -529,6 +531,7 @@ impl OverlayDef {
             port: None,
             udp_checksum: None,
             mtu: 1500,
+            uplink_ring: RingDef::V2,
         }
     }
 
@@ -1430,6 +1433,13 @@ impl Cluster {
                 let _ = writeln!(y, "      interface: {}", q(UPLINK)?);
                 let _ = writeln!(y, "      address: {}/{UNDERLAY_PREFIX_LEN}", u.ip);
                 let _ = writeln!(y, "      vtep_mac: {}", q(&mac_string(u.vtep_mac))?);
+                let v3 = self
+                    .overlay
+                    .as_ref()
+                    .is_some_and(|o| o.uplink_ring == RingDef::V3);
+                if v3 && node.dataplane == DataplaneDef::Sluice {
+                    let _ = writeln!(y, "      ring: v3");
+                }
             }
             let pods: Vec<&PodHandle> = self.pods.iter().filter(|p| p.node == node.name).collect();
             // A kernel node's pods are the kernel's business: no engine port to describe.
