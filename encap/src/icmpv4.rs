@@ -239,7 +239,11 @@ mod tests {
             p.fill_checksum();
             prop_assert!(p.verify_checksum());
             let c = p.checksum();
-            let (h, payload) = etherparse::Icmpv4Header::from_slice(&b).unwrap();
+            // etherparse refuses some types at some lengths (a timestamp message must be 20
+            // bytes): nothing to compare with then.
+            let parsed = etherparse::Icmpv4Header::from_slice(&b);
+            prop_assume!(parsed.is_ok());
+            let Ok((h, payload)) = parsed else { return Ok(()) };
             // etherparse keeps only the fields it models (e.g. it drops the unused bytes of a
             // destination unreachable); compare where its header round-trips to our bytes.
             prop_assume!(h.to_bytes()[4..8] == b[4..8]);
