@@ -149,10 +149,10 @@ impl Default for Options {
 /// Bisection steps of the no-drop search (full, quick).
 const SEARCH_STEPS: (u32, u32) = (6, 2);
 /// Length of each pktgen trial, ms (full, quick).
-const TRIAL_MS: (u64, u64) = (2_000, 700);
+const TRIAL_MS: (u64, u64) = (2_000, 500);
 /// The fixed rate of the one-way latency measurement (frames/s) and its length, ms (full, quick).
 pub const LATENCY_PPS: u64 = 10_000;
-const LATENCY_MS: (u64, u64) = (5_000, 1_000);
+const LATENCY_MS: (u64, u64) = (5_000, 500);
 
 impl Options {
     /// The quick preset: 1 s windows, 64-byte frames only, quick mode.
