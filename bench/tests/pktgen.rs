@@ -180,7 +180,7 @@ fn capture(p: &Pair, cfg: &GenConfig) -> (Vec<Vec<u8>>, RecvReport) {
     let opts = AfPacketOptions {
         ring: RingKind::V2,
         vnet_hdr: false,
-        mac: None,
+        ..AfPacketOptions::default()
     };
     let mut port = p.sink.run(|| AfPacketPort::open(SINK_IF, &opts)).unwrap();
     let (g, r) = p.run(cfg, Some(PORT));

@@ -62,15 +62,24 @@ pub const LOCAL: usize = 160;
 
 /// Open the ports a configuration names, in order, then the overlay's uplink (if any).
 pub fn open_ports(cfg: &EngineConfig) -> Result<Vec<Box<dyn Port>>, EngineError> {
+    // The uplink only ever receives underlay frames (MTU + Ethernet header): its V2 ring gets
+    // small slots, many more of them.
+    let uplink_max = cfg
+        .overlay
+        .as_ref()
+        .map(|o| usize::from(o.mtu) + encap::ethernet::HEADER_LEN + 4);
+    let n_pods = cfg.ports.len();
     cfg.ports
         .iter()
         .chain(cfg.overlay.as_ref().map(|o| &o.uplink))
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let r: io::Result<Box<dyn Port>> = match &p.kind {
                 PortKind::AfPacket { ring } => {
                     let opts = AfPacketOptions {
                         ring: *ring,
                         mac: p.mac,
+                        max_frame: if i >= n_pods { uplink_max } else { None },
                         ..AfPacketOptions::default()
                     };
                     AfPacketPort::open(&p.name, &opts).map(|x| Box::new(x) as Box<dyn Port>)

@@ -554,6 +554,7 @@ fn afpacket_v2_counts_ring_drops_and_honours_mac_option() {
         ring: RingKind::V2,
         vnet_hdr: false,
         mac: Some(mac),
+        max_frame: None,
     };
     let mut port = ns
         .enter(|| AfPacketPort::open("va", &opts))

@@ -71,6 +71,12 @@ pub struct AfPacketOptions {
     pub vnet_hdr: bool,
     /// The engine's MAC on this port; `None` = the interface's own address.
     pub mac: Option<Mac>,
+    /// The largest frame the port must receive whole (Ethernet header included). `None`: a
+    /// 64 KiB GSO super-frame (pod ports). A V2 ring then gets slots just big enough
+    /// ([`v2_frame_size`]), so the same memory holds many more frames: an underlay uplink,
+    /// which only ever receives MTU-sized frames, holds 8704 frames in 17 MiB instead of 255.
+    /// Bigger frames arrive truncated and are dropped as `rx_ring`.
+    pub max_frame: Option<usize>,
 }
 
 impl Default for AfPacketOptions {
@@ -79,6 +85,24 @@ impl Default for AfPacketOptions {
             ring: RingKind::V2,
             vnet_hdr: true,
             mac: None,
+            max_frame: None,
+        }
+    }
+}
+
+/// Where the kernel puts a frame in a V2 slot, at most (32-byte `tpacket2_hdr`, `sockaddr_ll`,
+/// alignment, 10-byte vnet header): a slot must hold this plus the frame.
+const V2_FRAME_OFFSET_MAX: usize = 96;
+
+/// The V2 slot size for frames of at most `max_frame` bytes: the smallest power of two from
+/// 2 KiB that holds the frame after its header, at most [`V2_FRAME_SIZE`] (`None` too).
+pub fn v2_frame_size(max_frame: Option<usize>) -> u32 {
+    match max_frame {
+        None => V2_FRAME_SIZE,
+        Some(n) => {
+            let need = n.saturating_add(V2_FRAME_OFFSET_MAX).max(2048);
+            let p = need.checked_next_power_of_two().unwrap_or(usize::MAX);
+            u32::try_from(p).map_or(V2_FRAME_SIZE, |p| p.min(V2_FRAME_SIZE))
         }
     }
 }
@@ -287,7 +311,7 @@ impl AfPacketPort {
         }
 
         let (block_size, block_nr, frame_size) = match opts.ring {
-            RingKind::V2 => (V2_BLOCK_SIZE, V2_BLOCK_NR, V2_FRAME_SIZE),
+            RingKind::V2 => (V2_BLOCK_SIZE, V2_BLOCK_NR, v2_frame_size(opts.max_frame)),
             RingKind::V3 => (V3_BLOCK_SIZE, V3_BLOCK_NR, V3_FRAME_SIZE),
         };
         let frames_per_block = block_size / frame_size;
@@ -793,6 +817,21 @@ mod tests {
         assert_eq!(V2_FRAME_NR, 255);
         assert!(V2_BLOCK_SIZE.is_power_of_two() && V3_BLOCK_SIZE.is_power_of_two());
         assert!(V3_BLOCK_SIZE as usize > 76 + crate::packet::MAX_FRAME);
+    }
+
+    #[test]
+    fn v2_slots_shrink_to_the_largest_frame() {
+        assert_eq!(v2_frame_size(None), V2_FRAME_SIZE);
+        assert_eq!(v2_frame_size(Some(1514)), 2048);
+        assert_eq!(v2_frame_size(Some(0)), 2048);
+        assert_eq!(v2_frame_size(Some(9014)), 16384);
+        assert_eq!(v2_frame_size(Some(65549)), V2_FRAME_SIZE);
+        assert_eq!(v2_frame_size(Some(usize::MAX)), V2_FRAME_SIZE);
+        // 17 blocks of 1 MiB hold 8704 MTU-sized slots.
+        assert_eq!(
+            (V2_BLOCK_SIZE / v2_frame_size(Some(1514))) * V2_BLOCK_NR,
+            8704
+        );
     }
 
     #[test]
