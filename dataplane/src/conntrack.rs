@@ -33,7 +33,8 @@
 //! - **ICMP errors.** An ICMP error quotes the header of the packet it answers: its flow is
 //!   `lookup` of the quoted tuple *reversed* (the quoted packet went the other way), giving the
 //!   error's direction `dir`: the outer header is rewritten to `rewrite(id, dir)` as any packet,
-//!   the quoted one to `rewrite(id, dir).reversed()`. (Not covered by tests yet.)
+//!   the quoted one to `rewrite(id, dir).reversed()` (tested for a UDP flow's port unreachable;
+//!   the pipeline does not translate ICMP errors yet).
 //!
 //! Memory: [`ENTRY_BYTES`] per slab entry plus two index slots per flow (see
 //! [`Conntrack::memory_bytes`]): 80 B + 2 index slots of 20 B (+1 control byte) at most 7/8 full in
@@ -1064,6 +1065,35 @@ mod tests {
         assert_eq!(ct.lookup(&client_tuple(Proto::Tcp, 40001)), None);
         assert_eq!(ct.len(), 1);
         ct.check().expect("consistent");
+    }
+
+    /// The method of the module header for ICMP errors: an error quotes the packet it answers;
+    /// the quoted tuple, reversed, finds the flow and the error's direction; the outer header
+    /// is rewritten like any packet of that direction, the quoted one to the reverse.
+    #[test]
+    fn icmp_error_is_matched_through_the_quoted_packet_and_translated() {
+        let mut ct = table(16);
+        let t = client_tuple(Proto::Udp, 40000);
+        let id = ct
+            .get_or_insert(&t, 0, 0, || to_ep(8080))
+            .expect("insert")
+            .tracked
+            .id;
+        // The endpoint's node answers the DNATed datagram with port unreachable: the error
+        // travels endpoint -> client and quotes the datagram as it left (client -> endpoint).
+        let quoted = ct.rewrite(id, Dir::Original).expect("rewrite");
+        assert_eq!(quoted.dst_addr(), sa(EP, 8080));
+        let (fid, dir) = ct.lookup(&quoted.reversed()).expect("the error's flow");
+        assert_eq!((fid, dir), (id, Dir::Reply));
+        // Its outer header goes back to the client from the service address, and the quoted
+        // header is restored to what the client sent (client -> VIP).
+        let outer = ct.rewrite(fid, dir).expect("rewrite");
+        assert_eq!(outer.src_addr().ip().octets(), VIP);
+        assert_eq!(outer.dst_addr(), sa(CLIENT, 40000));
+        assert_eq!(outer.reversed(), t);
+        // An error quoting a datagram of no flow is not matched.
+        let stray = Tuple::new(Proto::Udp, sa(CLIENT, 40001), sa(EP, 8080));
+        assert_eq!(ct.lookup(&stray.reversed()), None);
     }
 
     #[test]
