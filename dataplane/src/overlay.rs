@@ -127,31 +127,19 @@ fn decap_reason(e: DecapError) -> DropReason {
 }
 
 impl Pipeline {
-    /// A frame received on the underlay uplink.
-    pub(crate) fn underlay(
+    /// An IPv4 frame received on the underlay uplink (ARP there is the pipeline's own).
+    pub(crate) fn underlay_ipv4(
         &mut self,
         pkt: &mut PacketBuf,
-        my_mac: Mac,
-        ethertype: u16,
-        to_me: bool,
         local: &mut Batch,
         now: Instant,
     ) -> Verdict {
-        match ethertype {
-            ethernet::ethertype::ARP => self.arp(pkt, my_mac, local),
-            ethernet::ethertype::IPV4 if !to_me => Verdict::Drop(DropReason::Ipv4Multicast),
-            ethernet::ethertype::IPV4 => self.underlay_ipv4(pkt, local, now),
-            ethernet::ethertype::IPV6 => Verdict::Drop(DropReason::Ipv6),
-            ethernet::ethertype::VLAN => Verdict::Drop(DropReason::VlanTagged),
-            _ => Verdict::Drop(DropReason::UnknownEthertype),
-        }
-    }
-
-    fn underlay_ipv4(&mut self, pkt: &mut PacketBuf, local: &mut Batch, now: Instant) -> Verdict {
         let Some(ov) = self.overlay.as_ref() else {
             return Verdict::Drop(DropReason::UnderlayNotForUs);
         };
-        let (local_ip, mode) = (ov.local_ip, ov.mode);
+        let (local_ip, mode, vtep_mac) = (ov.local_ip, ov.mode, ov.vtep_mac);
+        let known_peer =
+            |p: &Pipeline, ip| p.overlay.as_ref().and_then(|o| o.peer_index(ip)).is_some();
         // A kernel peer on a veth underlay hands its frames over with a transport checksum
         // left to "the NIC" (the inner one; the outer UDP checksum was computed from it with
         // local checksum offload): finish it, as the wire would have, before validating.
@@ -185,17 +173,14 @@ impl Pipeline {
                             Ok(d) => d,
                             Err(e) => return Verdict::Drop(decap_reason(e)),
                         };
-                        let Some(ov) = self.overlay.as_ref() else {
-                            return Verdict::Drop(DropReason::UnderlayNotForUs);
-                        };
-                        if ov.peer_index(d.outer_src).is_none() {
+                        if !known_peer(self, d.outer_src) {
                             return Verdict::Drop(DropReason::OverlayUnknownPeer);
                         }
                         if d.vni != vni {
                             return Verdict::Drop(DropReason::OverlayWrongVni);
                         }
                         let inner = ethernet::Frame::new_unchecked(&pkt.data()[d.inner_range()]);
-                        if inner.dst() != ov.vtep_mac {
+                        if inner.dst() != vtep_mac {
                             return Verdict::Drop(DropReason::OverlayInnerNotForUs);
                         }
                         if inner.ethertype() != ethernet::ethertype::IPV4 {
@@ -208,11 +193,7 @@ impl Pipeline {
                             Ok(d) => d,
                             Err(e) => return Verdict::Drop(decap_reason(e)),
                         };
-                        let known = self
-                            .overlay
-                            .as_ref()
-                            .is_some_and(|ov| ov.peer_index(d.outer_src).is_some());
-                        if !known {
+                        if !known_peer(self, d.outer_src) {
                             return Verdict::Drop(DropReason::OverlayUnknownPeer);
                         }
                         // Room for an Ethernet header in front of the inner packet: the

@@ -192,12 +192,13 @@ impl Pipeline {
         if !to_me && !ethernet::is_multicast(dst_mac) {
             return Verdict::Drop(DropReason::NotForUs);
         }
-        if self.uplink() == Some(in_port) {
-            return self.underlay(pkt, my_mac, ethertype, to_me, local, now);
-        }
         match ethertype {
             ethernet::ethertype::ARP => self.arp(pkt, my_mac, local),
             ethernet::ethertype::IPV4 if !to_me => Verdict::Drop(DropReason::Ipv4Multicast),
+            // On the underlay uplink IPv4 is tunnel traffic or for the underlay address.
+            ethernet::ethertype::IPV4 if self.uplink() == Some(in_port) => {
+                self.underlay_ipv4(pkt, local, now)
+            }
             ethernet::ethertype::IPV4 => self.ipv4(pkt, local, now),
             ethernet::ethertype::IPV6 => Verdict::Drop(DropReason::Ipv6),
             ethernet::ethertype::VLAN => Verdict::Drop(DropReason::VlanTagged),
