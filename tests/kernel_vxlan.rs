@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bench::testbed::{
-    tshark_fields, Capture, Cluster, NodeDef, OverlayDef, PodDef, KERNEL_VTEP, UPLINK,
+    tshark_fields, Capture, Cluster, NodeDef, OverlayDef, PodDef, KERNEL_VTEP, TSHARK_JUDGE, UPLINK,
 };
 use bench::traffic;
 
@@ -142,24 +142,12 @@ fn kernel_vxlan_sluice_and_flannel_node_talk_both_ways() {
     assert!(ktx > ktx0 + 1000, "flannel.1 tx {ktx0} -> {ktx}");
     assert!(utx > utx0 + 7000, "ul0 tx {utx0} -> {utx}");
 
+    let mut args = vec!["-d", "udp.port==8472,vxlan"];
+    args.extend(TSHARK_JUDGE);
+    args.extend(["-Y", "ip.src==192.168.100.1"]);
     let rows = tshark_fields(
         &stats.path,
-        &[
-            "-d",
-            "udp.port==8472,vxlan",
-            "-o",
-            "ip.check_checksum:TRUE",
-            "-o",
-            "udp.check_checksum:TRUE",
-            "-o",
-            "tcp.check_checksum:TRUE",
-            "-o",
-            "tcp.desegment_tcp_streams:FALSE",
-            "-o",
-            "tcp.analyze_sequence_numbers:FALSE",
-            "-Y",
-            "ip.src==192.168.100.1",
-        ],
+        &args,
         &[
             "frame.number",
             "frame.len",

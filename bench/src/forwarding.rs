@@ -843,7 +843,7 @@ fn port_mac(status: &Value, name: &str) -> Result<[u8; 6], String> {
 }
 
 /// Pins every thread of the engine to `cpu`, after checking the pid is a sluice engine.
-fn pin_engine(pid: u32, cpu: usize) -> Result<(), String> {
+pub(crate) fn pin_engine(pid: u32, cpu: usize) -> Result<(), String> {
     let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
         .map_err(|e| format!("reading /proc/{pid}/comm: {e}"))?;
     if comm.trim() != "sluice" {
@@ -1143,7 +1143,7 @@ fn total_drops(counters: &Value) -> u64 {
         .unwrap_or(0)
 }
 
-fn engine_ticks(pid: u32) -> Result<u64, String> {
+pub(crate) fn engine_ticks(pid: u32) -> Result<u64, String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     parse_task_ticks(&stat).ok_or_else(|| format!("/proc/{pid}/stat: cannot parse {stat:?}"))
@@ -1208,7 +1208,7 @@ fn cpu_use(before: &[CpuTimes], after: &[CpuTimes], cpu: usize) -> Option<CpuUse
     })
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub(crate) fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {

@@ -178,20 +178,6 @@ fn iperf(cluster: &Cluster, seconds: u64) -> Result<(f64, u64), String> {
     Ok((bps / 1e6, retr))
 }
 
-fn pin(pid: u32, cpu: usize) -> Result<(), String> {
-    let out = Command::new("taskset")
-        .args(["-acp", &cpu.to_string(), &pid.to_string()])
-        .output()
-        .map_err(|e| format!("taskset: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "taskset -acp {cpu} {pid}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
-}
-
 fn measure(device: Device, bin: &std::path::Path, opts: &Options) -> Result<DeviceResult, String> {
     let overlay = device.overlay();
     let pod_mtu = overlay.pod_mtu();
@@ -217,7 +203,7 @@ fn measure(device: Device, bin: &std::path::Path, opts: &Options) -> Result<Devi
     let engine_cpu = if cpus >= 2 { 1 } else { 0 };
     for n in cluster.nodes() {
         if let Some(pid) = n.engine_pid() {
-            pin(pid, engine_cpu)?;
+            crate::forwarding::pin_engine(pid, engine_cpu)?;
         }
     }
     let (a, b) = (cluster.pod("a"), cluster.pod("b"));
@@ -304,12 +290,9 @@ fn measure(device: Device, bin: &std::path::Path, opts: &Options) -> Result<Devi
     let mut engine_cpu_s = Vec::new();
     for n in cluster.nodes() {
         if let Some(pid) = n.engine_pid() {
-            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                if let Some(t) = crate::forwarding::parse_task_ticks(&stat) {
-                    // SAFETY: sysconf has no preconditions.
-                    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-                    engine_cpu_s.push((n.name().to_string(), t as f64 / hz));
-                }
+            if let Ok(t) = crate::forwarding::engine_ticks(pid) {
+                let hz = crate::forwarding::clock_ticks_per_second();
+                engine_cpu_s.push((n.name().to_string(), t as f64 / hz));
             }
         }
         if let Ok(c) = n.counters() {

@@ -1903,6 +1903,22 @@ impl Drop for Capture {
     }
 }
 
+/// tshark preferences for judging captured frames one by one: verify the IPv4, UDP and TCP
+/// checksums, and no TCP reassembly or sequence analysis (which would call a retransmission
+/// malformed). Pass them in [`tshark_fields`]' `args`.
+pub const TSHARK_JUDGE: [&str; 10] = [
+    "-o",
+    "ip.check_checksum:TRUE",
+    "-o",
+    "udp.check_checksum:TRUE",
+    "-o",
+    "tcp.check_checksum:TRUE",
+    "-o",
+    "tcp.desegment_tcp_streams:FALSE",
+    "-o",
+    "tcp.analyze_sequence_numbers:FALSE",
+];
+
 /// Decodes a pcap file with `tshark -r PATH ARGS... -T fields -e F1 -e F2 ...` and returns one
 /// row per frame, one string per field (tshark joins the values of a field that occurs more
 /// than once, e.g. in outer and inner headers, with ','). `args` carries decode-as rules and

@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use bench::testbed::{
-    tshark_fields, Capture, Cluster, NodeDef, OverlayDef, OverlayModeDef, PodDef, UPLINK,
+    tshark_fields, Capture, Cluster, NodeDef, OverlayDef, OverlayModeDef, PodDef, TSHARK_JUDGE,
+    UPLINK,
 };
 use bench::traffic;
 
@@ -100,23 +101,11 @@ pub fn judge_capture(path: &Path, underlay: &[Ipv4Addr], overlay: &OverlayDef) -
     let port = overlay.effective_port();
     let vxlan = overlay.mode == OverlayModeDef::Vxlan;
     let port_rule = format!("udp.port=={port},{}", if vxlan { "vxlan" } else { "ip" });
+    let mut args = vec!["-d", port_rule.as_str()];
+    args.extend(TSHARK_JUDGE);
     let rows = tshark_fields(
         path,
-        &[
-            "-d",
-            &port_rule,
-            "-o",
-            "ip.check_checksum:TRUE",
-            "-o",
-            "udp.check_checksum:TRUE",
-            "-o",
-            "tcp.check_checksum:TRUE",
-            // Judge frames one by one: TCP reassembly would call a retransmission malformed.
-            "-o",
-            "tcp.desegment_tcp_streams:FALSE",
-            "-o",
-            "tcp.analyze_sequence_numbers:FALSE",
-        ],
+        &args,
         &[
             "frame.number",
             "frame.len",
