@@ -484,11 +484,10 @@ impl Report {
     /// Delivered packets/s against N (log x), one line per device, one plot per flow pattern;
     /// programming time against N, one line per device.
     pub fn figures(&self) -> Vec<Figure> {
-        let mut out = Vec::new();
-        let devices: Vec<Device> = self.plan.devices.clone();
-        let frame = self.plan.frame_sizes.first().copied().unwrap_or(64);
-        for &flows in &self.plan.flows {
-            let series = devices
+        // One line per device: `point` of each of its rows (if any) against N.
+        let per_device = |point: &dyn Fn(&Row) -> Option<f64>| -> Vec<Series> {
+            self.plan
+                .devices
                 .iter()
                 .map(|&d| Series {
                     name: d.name(),
@@ -496,15 +495,20 @@ impl Report {
                         .rows
                         .iter()
                         .filter(|r| r.device == d)
-                        .filter_map(|r| {
-                            r.measurements
-                                .iter()
-                                .find(|x| x.flows == flows && x.frame_size == frame)
-                                .map(|x| (r.services as f64, x.trial.delivered_pps / 1e3))
-                        })
+                        .filter_map(|r| point(r).map(|y| (r.services as f64, y)))
                         .collect(),
                 })
-                .collect();
+                .collect()
+        };
+        let mut out = Vec::new();
+        let frame = self.plan.frame_sizes.first().copied().unwrap_or(64);
+        for &flows in &self.plan.flows {
+            let series = per_device(&|r| {
+                r.measurements
+                    .iter()
+                    .find(|x| x.flows == flows && x.frame_size == frame)
+                    .map(|x| x.trial.delivered_pps / 1e3)
+            });
             out.push(Figure {
                 file: format!("services-pps-{}", flow_name(flows).replace(':', "")),
                 plot: LinePlot {
@@ -520,18 +524,7 @@ impl Report {
                 },
             });
         }
-        let series = devices
-            .iter()
-            .map(|&d| Series {
-                name: d.name(),
-                points: self
-                    .rows
-                    .iter()
-                    .filter(|r| r.device == d)
-                    .map(|r| (r.services as f64, r.load.as_secs_f64()))
-                    .collect(),
-            })
-            .collect();
+        let series = per_device(&|r| Some(r.load.as_secs_f64()));
         out.push(Figure {
             file: "services-programming".into(),
             plot: LinePlot {
