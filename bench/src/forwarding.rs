@@ -1085,8 +1085,8 @@ struct Sample {
 }
 
 fn sample(ends: &Ends<'_>) -> Result<Sample, String> {
-    let a = read_if_counters(ends.a, &ends.a_if, &["tx_packets", "tx_dropped"])?;
-    let b = read_if_counters(ends.b, &ends.b_if, &["rx_packets"])?;
+    let a = crate::rate::if_counters(ends.a, &ends.a_if, &["tx_packets", "tx_dropped"])?;
+    let b = crate::rate::if_counters(ends.b, &ends.b_if, &["rx_packets"])?;
     let at = Instant::now();
     let engine_ticks = match ends.engine_pid {
         Some(pid) => Some(engine_ticks(pid)?),
@@ -1110,28 +1110,6 @@ fn sample(ends: &Ends<'_>) -> Result<Sample, String> {
         engine_drops,
         cpus: parse_proc_stat(&stat),
     })
-}
-
-/// Reads `/sys/class/net/<ifname>/statistics/<name>` inside `ns`, in the order given.
-fn read_if_counters(ns: &Netns, ifname: &str, names: &[&str]) -> Result<Vec<u64>, String> {
-    let paths: Vec<String> = names
-        .iter()
-        .map(|n| format!("/sys/class/net/{ifname}/statistics/{n}"))
-        .collect();
-    let mut argv = vec!["cat"];
-    argv.extend(paths.iter().map(String::as_str));
-    let out = ns
-        .exec_ok(&argv)
-        .map_err(|e| format!("counters of {ifname} in {}: {e}", ns.name()))?;
-    let values: Vec<u64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
-    if values.len() != names.len() {
-        return Err(format!(
-            "counters of {ifname} in {}: expected {} numbers, got {out:?}",
-            ns.name(),
-            names.len()
-        ));
-    }
-    Ok(values)
 }
 
 /// Sum of every drop reason in a `counters` answer.

@@ -165,18 +165,32 @@ fn run_generator(path: &PathEnds<'_>, spec: &TrialSpec) -> Result<GenReport, Str
         .map_err(|_| "the generator thread panicked".to_string())?
 }
 
+/// Reads `/sys/class/net/<ifname>/statistics/<name>` inside `ns`, in the order given.
+pub fn if_counters(ns: &Netns, ifname: &str, names: &[&str]) -> Result<Vec<u64>, String> {
+    let paths: Vec<String> = names
+        .iter()
+        .map(|n| format!("/sys/class/net/{ifname}/statistics/{n}"))
+        .collect();
+    let mut argv = vec!["cat"];
+    argv.extend(paths.iter().map(String::as_str));
+    let out = ns
+        .exec_ok(&argv)
+        .map_err(|e| format!("counters of {ifname} in {}: {e}", ns.name()))?;
+    let values: Vec<u64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    if values.len() != names.len() {
+        return Err(format!(
+            "counters of {ifname} in {}: expected {} numbers, got {out:?}",
+            ns.name(),
+            names.len()
+        ));
+    }
+    Ok(values)
+}
+
 /// `rx_packets` of `ifname` in `ns`.
 pub fn rx_packets(ns: &Netns, ifname: &str) -> Result<u64, String> {
-    let path = format!("/sys/class/net/{ifname}/statistics/rx_packets");
-    let out = ns
-        .exec_ok(&["cat", &path])
-        .map_err(|e| format!("rx_packets of {ifname} in {}: {e}", ns.name()))?;
-    out.trim().parse().map_err(|_| {
-        format!(
-            "rx_packets of {ifname} in {}: not a number: {out:?}",
-            ns.name()
-        )
-    })
+    // `if_counters` returns exactly one number per name asked.
+    Ok(if_counters(ns, ifname, &["rx_packets"])?[0])
 }
 
 /// One trial: the generator sends `spec`, the sink interface counts.
